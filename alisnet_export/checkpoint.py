@@ -310,6 +310,8 @@ class LoadedCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     qat: Optional[dict[str, Any]] = None  # set for quantization-aware-training checkpoints
     stored_dtypes: dict[str, int] = field(default_factory=dict)  # dtype -> tensor count, as in the file
+    #: QAT checkpoints carry the float model they were fine-tuned from: parity's reference
+    reference_state_dict: Optional[dict[str, Tensor]] = None
 
     @property
     def is_qat(self) -> bool:
@@ -444,8 +446,16 @@ def load_checkpoint(
             )
     if qat is not None:
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}
+        reference = container.get("reference_model")
+        if not isinstance(reference, Mapping):
+            raise CheckpointError(
+                f"{path}: a QAT checkpoint without the float model it was fine-tuned from ('reference_model'); "
+                "re-create it with `alisnet-export qat`."
+            )
+        reference_sd = {k: (v.float() if v.is_floating_point() else v) for k, v in reference.items()}
+        _validate(path, reference_sd, cfg, reference, "native")
         return LoadedCheckpoint(path, cfg, state, fmt, sha256_file(path), path.stat().st_size,
-                                dict(container.get("meta") or {}), dict(qat), stored)
+                                dict(container.get("meta") or {}), dict(qat), stored, reference_sd)
     state = detectron2_to_native(raw, cfg) if fmt != "native" else dict(raw)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     has_point_head = any(k.startswith("point_rend.") for k in state)

@@ -49,3 +49,34 @@ def native_ckpt(tmp_path_factory, random_model, mnasnet_config) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "random.pth"
     save_checkpoint(path, random_model.state_dict(), mnasnet_config, meta={"description": "random test model"})
     return path
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``alisnet-export ARGS`` in-process; returns (exit_code, stdout, stderr)."""
+    from alisnet_export.cli import main
+
+    def run(*args: str):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def random_mbv2_ckpt(tmp_path_factory) -> Path:
+    """A random ALiSNet-MobileNetV2 checkpoint: exports fine, but its int8 masks drift (parity fails)."""
+    from alisnet_export.checkpoint import save_checkpoint
+    from alisnet_export.config import load_config
+    from alisnet_export.modeling import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config("alisnet_mobilenetv2")
+    path = tmp_path_factory.mktemp("ckpt") / "random_mbv2.pth"
+    save_checkpoint(path, build_model(cfg).state_dict(), cfg)
+    return path

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import traceback
+import warnings
 from typing import Optional
 
 import click
@@ -44,7 +46,7 @@ def cli() -> None:
 
 
 #: one module per command group, in the order ``--help`` lists them; each exposes ``COMMANDS``
-_COMMAND_MODULES = ("inspect_cmd", "predict_cmd")
+_COMMAND_MODULES = ("inspect_cmd", "predict_cmd", "export_cmd")
 
 
 def _register() -> None:
@@ -57,9 +59,22 @@ def _register() -> None:
 _register()
 
 
+def quiet_library_warnings() -> None:
+    """torch warns on every call that TorchScript, eager quantization and the lite interpreter are
+    deprecated; the tool uses them on purpose (DESIGN.md). ALISNET_EXPORT_SHOW_WARNINGS=1 shows them."""
+    if os.environ.get("ALISNET_EXPORT_SHOW_WARNINGS"):
+        return
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for pattern in ("TorchScript type system", "must run observer", "quantize_per_", "Lite Interpreter",
+                    "is deprecated", "TypedStorage"):
+        warnings.filterwarnings("ignore", message=f".*{pattern}.*")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: maps :class:`AlisnetError` to its exit code, anything else to 70 with a traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
+    quiet_library_warnings()
     as_json = wants_json(args)
     try:
         rv = cli.main(args=args, prog_name="alisnet-export", standalone_mode=False)

@@ -1,0 +1,251 @@
+"""Export commands: one calling convention for every format (``ptl`` here; the others reuse it).
+
+Each command: load the checkpoint (float or QAT), build the artifact, run it on CPU against the
+float model on the same preprocessed photos, and write NAME.<ext>, NAME.manifest.json,
+NAME.parity.json and NAME.golden.algv. Exit code 1 when a parity gate fails.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from ._common import Reporter, human_size, json_option, model_options, output_options, pass_reporter, resolve_checkpoint
+
+__all__ = ["export_options", "run_export", "COMMANDS"]
+
+_THRESHOLD_OPTIONS = [
+    ("max_abs_logit", float, "Gate: max |logit difference| per image (float default 1e-4; off for int8)."),
+    ("min_mean_iou", float, "Gate: mean mask IoU vs the float model (default 0.999 float, 0.99 int8)."),
+    ("min_image_iou", float, "Gate: every image's mask IoU (default 0.999 float, 0.98 int8)."),
+    ("max_mean_boundary_px", float, "Gate: mean contour distance in px (default 1.0 for int8)."),
+    ("max_image_boundary_p95_px", float, "Gate: every image's 95th-percentile contour distance in px (int8: 4)."),
+    ("max_width_drift_px", int, "Gate: silhouette width change at body heights, px (int8: 4)."),
+]
+
+
+def export_options(f: Callable) -> Callable:
+    """Options every export command shares (images, height, gates, naming, output)."""
+    for name, typ, text in reversed(_THRESHOLD_OPTIONS):
+        f = click.option(f"--{name.replace('_', '-')}", name, type=typ, default=None, help=text)(f)
+    f = click.option("--no-parity", is_flag=True, help="Skip the parity gate (the manifest says 'not_run'). For iteration only.")(f)
+    f = click.option("--no-person-crops", is_flag=True,
+                     help="Parity on whole photos only (default adds a person crop per photo, as the paper preprocesses).")(f)
+    f = click.option("--height", default=1024, show_default=True, type=click.IntRange(64, 4096),
+                     help="Input height for parity (multiple of 32; the paper uses 1024).")(f)
+    f = click.option("--calibration-images", type=click.Path(path_type=Path), multiple=True,
+                     help="Images (files or folders) for post-training calibration. Default: the built-in samples.")(f)
+    f = click.option("--images", type=click.Path(path_type=Path), multiple=True,
+                     help="Photos (files or folders) for the parity check. Default: the built-in public-domain samples.")(f)
+    f = click.option("--name", help="Base name of the outputs. Default: VARIANT-PRECISION.")(f)
+    f = output_options("out")(f)
+    f = json_option(f)
+    return f
+
+
+def _thresholds(precision: str, overrides: dict[str, Any]):
+    import dataclasses
+
+    from ..parity import default_thresholds
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(default_thresholds(precision), **given)
+
+
+def run_export(
+    exporter,
+    *,
+    reporter: Reporter,
+    ckpt: Optional[Path],
+    config: Optional[str],
+    no_pointrend: bool,
+    precision: str,
+    output: Path,
+    force: bool,
+    name: Optional[str],
+    images: tuple[Path, ...],
+    calibration_images: tuple[Path, ...],
+    height: int,
+    no_person_crops: bool,
+    no_parity: bool,
+    thresholds: dict[str, Any],
+    options: dict[str, Any],
+    bounds=None,
+) -> int:
+    """The shared body of every single-format export command."""
+    import time
+
+    from tqdm import tqdm
+
+    from ..checkpoint import load_checkpoint
+    from ..errors import DataError
+    from ..exporters.base import ExportJob
+    from ..manifest import input_section, output_section, provenance_section
+    from ..pipeline import ReferenceOutputs, check_writable, export_single, single_export_paths
+    from ..quantize.qat import load_qat_model
+    from ..runtimes.torch_runners import TorchModelRunner
+    from ..samples import calibration_inputs, golden_source, image_paths, parity_inputs
+
+    if height % 32:
+        raise DataError(f"--height {height} is not a multiple of 32")
+    exporter.check_precision(precision)
+    start = time.perf_counter()
+    loaded = load_checkpoint(resolve_checkpoint(ckpt), config, pointrend=False if no_pointrend else None)
+    cfg = loaded.config
+    qat_model = None
+    if loaded.is_qat:
+        qat_model, reference, _ = load_qat_model(loaded)
+    else:
+        reference = loaded.build_model()
+    bounds = bounds or exporter.default_bounds
+    name = name or f"{cfg.name}-{precision}"
+    check_writable(single_export_paths(exporter, output, name), force)  # fail before any work
+    reporter.line(f"alisnet-export {exporter.format}: {cfg.name} from {loaded.path} ({loaded.source_format}"
+                  f"{', QAT' if loaded.is_qat else ''}) -> {precision}", bold=True)
+    photos = image_paths(list(images) or None)
+    inputs = list(parity_inputs(photos, cfg, height=height, reference=reference, person_crops=not no_person_crops))
+    for input_name, x in inputs:
+        bounds.check(x.shape[2], x.shape[3], what=f"parity input {input_name}")
+    calibration_paths = image_paths(list(calibration_images) or None)
+
+    def calibration():
+        return calibration_inputs(calibration_paths, cfg, height=min(height, 512))
+
+    metadata = {
+        "variant": cfg.name,
+        "input": input_section(cfg, height=height, min_hw=bounds.min_hw, max_hw=bounds.max_hw, min_pixels=bounds.min_pixels),
+        "output": output_section(cfg),
+        "provenance": provenance_section(),
+    }
+    job_options = {"metadata": metadata, **options}
+    if loaded.is_qat:  # the QAT checkpoint fixed how it is quantized
+        job_options["qat_info"] = {k: v for k, v in loaded.qat.items() if k != "options"}
+        job_options["eager_quant"] = dict(loaded.qat.get("options", {}))
+    else:
+        job_options["calibration_info"] = {"source": ", ".join(str(p) for p in calibration_paths), "height": min(height, 512)}
+    job = ExportJob(loaded, reference, precision, calibration, bounds, options=job_options,
+                    log=lambda m: reporter.line(f"  {m}"), qat_model=qat_model)
+    reference_outputs = ReferenceOutputs(TorchModelRunner(reference), inputs)
+    bar = tqdm(total=len(inputs), desc="parity", unit="image", file=sys.stderr, leave=False,
+               disable=None if not no_parity else True)
+
+    def progress(image_name: str) -> None:
+        bar.set_postfix_str(image_name)
+        bar.update(1)
+
+    outcome = export_single(
+        exporter, job, out_dir=output, name=name, force=force, reference=reference_outputs,
+        golden_source=golden_source(), height=height, thresholds=_thresholds(precision, thresholds),
+        run_parity_gate=not no_parity, command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),
+        progress=progress,
+    )
+    bar.close()
+    _print_summary(reporter, exporter, outcome, time.perf_counter() - start)
+    record = outcome.record
+    reporter.result({
+        "ok": outcome.passed,
+        "format": exporter.format,
+        "precision": precision,
+        "artifact": str(record.path),
+        "size_bytes": record.entry["size_bytes"],
+        "manifest": str(outcome.manifest_path),
+        "golden": str(outcome.golden_path),
+        "parity": record.entry["parity"],
+        "quantization": record.entry["quantization"]["scheme"],
+        "export_seconds": record.export_seconds,
+        "parity_seconds": record.parity_seconds,
+        "files": {k: str(v) for k, v in record.files.items()},
+    })
+    return 0 if outcome.passed else 1
+
+
+_SCHEME_TEXT = {
+    "eager-qat": "int8 converted from the QAT checkpoint",
+    "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
+    "none": "float32, not quantized",
+}
+
+
+def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> None:
+    record = outcome.record
+    entry = record.entry
+    scheme = entry["quantization"]["scheme"]
+    runtime = entry["runtime"]
+    detail = ""
+    if exporter.format == "ptl":
+        detail = f", bytecode v{runtime['bytecode_version']}, {len(runtime['operators'])} operators"
+    reporter.line("")
+    reporter.table([
+        ("artifact", f"{record.path}  {human_size(entry['size_bytes'])}{detail}"),
+        ("precision", _SCHEME_TEXT.get(scheme, scheme)),
+        ("parity", _parity_text(record)),
+        ("also wrote", ", ".join(str(p.name) for k, p in record.files.items() if k != "artifact")
+         + f", {outcome.manifest_path.name}, {outcome.golden_path.name}"),
+        ("time", f"export {record.export_seconds:.1f} s, parity {record.parity_seconds:.1f} s, total {seconds:.1f} s"),
+    ])
+    if record.report is not None and not record.report.passed:
+        reporter.line("")
+        reporter.line(f"PARITY FAILED: {record.path.name} does not match the float model; it is marked 'failed' "
+                      "in its manifest and must not ship.", fg="red", bold=True)
+        for failure in record.report.failures[:8]:
+            reporter.line(f"  {failure.describe()}", fg="red")
+        return
+    reporter.line("")
+    reporter.line("Next steps:")
+    reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it any time, e.g. in CI")
+    harness = "android_harness/ or ios_harness/" if exporter.format in ("ptl", "pte") else "ios_harness/"
+    reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
+                  f"your app; {harness} README shows how")
+
+
+def _parity_text(record) -> str:
+    report = record.report
+    if report is None:
+        return "NOT RUN (--no-parity)"
+    s = report.summary()
+    verdict = "PASSED" if report.passed else "FAILED"
+    return (f"{verdict}  {s['images']} images: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), "
+            f"boundary {s['mean_boundary_px']:.2f} px mean / {s['max_boundary_p95_px']:.1f} px p95, "
+            f"max |dlogit| {s['max_abs_logit']:.3g}, width drift <= {s['max_width_drift_px']} px")
+
+
+def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    thresholds = {name: kwargs.pop(name) for name, _, _ in _THRESHOLD_OPTIONS}
+    kwargs.pop("as_json", None)
+    return {**kwargs, "thresholds": thresholds}
+
+
+@click.command("ptl")
+@model_options
+@click.option("--float", "float_", is_flag=True, help="Export fp32 instead of int8.")
+@click.option("--bytecode-version", type=click.Choice(["7", "8"]), default="8", show_default=True,
+              help="Lite bytecode version; 7 backports for app runtimes older than PyTorch 1.11.")
+@click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
+@click.option("--float-point-head", is_flag=True, help="int8: keep PointRend's point MLP in float.")
+@export_options
+@pass_reporter
+def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_tensor: bool, float_point_head: bool,
+                **kwargs: Any) -> int:
+    """Export CKPT to a PyTorch-lite .ptl (int8 QNNPACK by default) and gate it on parity.
+
+    \b
+    CKPT: a float checkpoint (int8 by post-training calibration) or a QAT checkpoint from
+    `alisnet-export qat` (int8 converted from its fake-quantized model). Default: the demo model.
+    Writes NAME.ptl, NAME.ops.yaml (selective-build op list), NAME.manifest.json,
+    NAME.parity.json and NAME.golden.algv into --output.
+    """
+    from ..exporters.ptl import PtlExporter
+
+    options = {
+        "bytecode_version": int(bytecode_version),
+        "eager_quant": {"per_channel": not per_tensor, "quantize_point_head": not float_point_head},
+    }
+    return run_export(PtlExporter(), reporter=reporter, precision="float32" if float_ else "int8", options=options,
+                      **_common_kwargs(kwargs))
+
+
+COMMANDS = [ptl_command]

@@ -1,0 +1,107 @@
+"""The one interface every format's exporter implements.
+
+An exporter turns an :class:`ExportJob` (checkpoint, float reference, precision, options) into one
+artifact written at a path it is given (a temporary name; the pipeline renames it into place only
+after it is complete) and returns an :class:`ArtifactInfo` describing the artifact for the manifest.
+It does not run parity, write manifests or print: ``alisnet_export.pipeline`` does that, the same way
+for every format.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from ..checkpoint import LoadedCheckpoint
+from ..errors import DataError, ExportError
+
+__all__ = ["SizeBounds", "ExportJob", "ArtifactInfo", "Exporter"]
+
+
+@dataclass(frozen=True)
+class SizeBounds:
+    """Input sizes an artifact accepts: multiples of 32 in ``[min_hw, max_hw]`` with ``H * W >= min_pixels``."""
+
+    min_hw: tuple[int, int] = (64, 64)
+    max_hw: tuple[int, int] = (4096, 4096)
+    min_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        for v in (*self.min_hw, *self.max_hw):
+            if v % 32 or v < 32:
+                raise DataError(f"input size bound {v} is not a positive multiple of 32")
+        if self.min_hw[0] > self.max_hw[0] or self.min_hw[1] > self.max_hw[1]:
+            raise DataError(f"input size bounds are empty: min {self.min_hw} > max {self.max_hw}")
+
+    def check(self, h: int, w: int, what: str = "input") -> None:
+        """Raise :class:`DataError` saying which constraint ``h x w`` breaks."""
+        problems = []
+        if h % 32 or w % 32:
+            problems.append("height and width must be multiples of 32")
+        if not (self.min_hw[0] <= h <= self.max_hw[0]):
+            problems.append(f"height must be within [{self.min_hw[0]}, {self.max_hw[0]}]")
+        if not (self.min_hw[1] <= w <= self.max_hw[1]):
+            problems.append(f"width must be within [{self.min_hw[1]}, {self.max_hw[1]}]")
+        if h * w < self.min_pixels:
+            problems.append(f"height x width must be at least {self.min_pixels} (PointRend's fixed point budget)")
+        if problems:
+            raise DataError(f"{what} size {h}x{w} is outside what this artifact accepts: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_hw": list(self.min_hw), "max_hw": list(self.max_hw), "min_pixels": self.min_pixels}
+
+
+@dataclass
+class ExportJob:
+    """Everything an exporter needs. ``calibration()`` builds PTQ inputs lazily (only int8 paths call it)."""
+
+    loaded: LoadedCheckpoint
+    reference: nn.Module  # the float model the artifact must match
+    precision: str
+    calibration: Callable[[], list[torch.Tensor]]
+    bounds: SizeBounds = field(default_factory=SizeBounds)
+    example_hw: tuple[int, int] = (256, 192)
+    options: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda message: None
+    qat_model: Optional[nn.Module] = None  # a fake-quantized (QAT) model, when the checkpoint is one
+
+    def example_input(self) -> torch.Tensor:
+        return torch.randn(1, 3, *self.example_hw, generator=torch.Generator().manual_seed(0))
+
+
+@dataclass
+class ArtifactInfo:
+    """What the manifest says about an artifact (filled in by the exporter)."""
+
+    precision: str
+    quantization: dict[str, Any]
+    runtime: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: extra files written next to the artifact: suffix (e.g. ".ops.yaml") -> text
+    sidecars: dict[str, str] = field(default_factory=dict)
+
+
+class Exporter(abc.ABC):
+    """One artifact format. Subclasses set the class attributes and implement :meth:`export`."""
+
+    format: ClassVar[str]
+    suffix: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]]
+    default_precision: ClassVar[str]
+    #: sizes the artifact accepts when the user gives no bounds
+    default_bounds: ClassVar[SizeBounds] = SizeBounds()
+    #: suffixes of the extra files :attr:`ArtifactInfo.sidecars` may hold (checked for existence up front)
+    sidecar_suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise ExportError(f"{self.format}: precision {precision!r} not supported; choose from {', '.join(self.precisions)}")
+
+    @abc.abstractmethod
+    def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
+        """Write the artifact to ``dest`` (a file or, for packages, a folder) and describe it."""

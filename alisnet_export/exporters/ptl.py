@@ -1,0 +1,126 @@
+"""``.ptl``: TorchScript for the PyTorch lite interpreter (the paper's deployment).
+
+int8 (default): eager QNNPACK quantization, converted from a QAT checkpoint when given one,
+otherwise post-training calibration. float32: the float model as is. Either way the whole model is
+*scripted* (not traced: the PointRend loop's point count depends on the input size), frozen,
+passed through the mobile graph passes that work on these wheels, and saved for the lite
+interpreter with metadata in ``_extra_files``.
+
+``torch.utils.mobile_optimizer.optimize_for_mobile`` asserts on every x86 wheel of the pinned torch
+("Mobile optimization only available with XNNPACK"), even with its XNNPACK pass blocklisted.
+:func:`mobile_passes` runs the rest of what it does: freezing (constant folding, conv-BN folding),
+dropout removal, add+ReLU fusion, common-subexpression elimination, peephole. The one gap: float
+conv/linear weights are not pre-packed into XNNPACK ops (``prepacked::conv2d_clamp_run``), so a
+float .ptl packs weights on each call on the phone; int8 .ptl is unaffected (QNNPACK packs its
+weights when the model loads).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.jit.mobile
+from torch import nn
+
+from ..errors import ExportError
+from ..quantize import eager
+from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
+
+__all__ = ["PtlExporter", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
+
+#: the last published lite runtimes; both read bytecode v8 (and v7)
+LITE_RUNTIMES = {
+    "android": "org.pytorch:pytorch_android_lite:1.13.1",
+    "ios": "LibTorch-Lite (CocoaPods) 1.13.0.1",
+}
+MOBILE_PASSES = ("freeze", "remove_dropout", "fuse_add_relu", "fuse_quantized_add_relu", "cse", "peephole")
+
+
+def mobile_passes(frozen: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """The parts of ``optimize_for_mobile`` that run without XNNPACK, on a frozen module, in place."""
+    torch._C._jit_pass_remove_dropout(frozen._c)
+    graph = frozen.graph
+    torch._C._jit_pass_fuse_add_relu(graph)
+    torch._C._jit_pass_fuse_quantized_add_relu(graph)
+    torch._C._jit_pass_cse(graph)
+    torch._C._jit_pass_peephole(graph)
+    return frozen
+
+
+def script_for_lite(model: nn.Module) -> torch.jit.ScriptModule:
+    """Script (not trace), freeze and optimise ``model`` for the lite interpreter."""
+    try:
+        scripted = torch.jit.script(model.eval())
+    except Exception as exc:  # TorchScript errors are long; keep the first lines
+        raise ExportError(f"TorchScript could not compile the model: {str(exc).splitlines()[0]}") from exc
+    return mobile_passes(torch.jit.freeze(scripted))
+
+
+def ops_yaml(operators: list[str], header: str) -> str:
+    """The operator list as a selective-build YAML (a list of root operators)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    return "\n".join(lines + [f"- {op}" for op in sorted(operators)]) + "\n"
+
+
+class PtlExporter(Exporter):
+    format = "ptl"
+    suffix = ".ptl"
+    precisions = ("int8", "float32")
+    default_precision = "int8"
+    default_bounds = SizeBounds(min_hw=(64, 64), max_hw=(4096, 4096), min_pixels=0)
+    sidecar_suffixes = (".ops.yaml",)
+
+    def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
+        self.check_precision(job.precision)
+        options = eager.EagerQuantOptions(**job.options.get("eager_quant", {}))
+        quantization: dict[str, Any]
+        if job.precision == "int8":
+            if job.qat_model is not None:
+                job.log("converting the QAT checkpoint's fake-quantized model to int8 (QNNPACK)")
+                model = eager.convert(job.qat_model)
+                quantization = {"scheme": "eager-qat", "backend": eager.ENGINE, **job.options.get("qat_info", {})}
+            else:
+                inputs = job.calibration()
+                job.log(f"post-training calibration on {len(inputs)} images (no QAT checkpoint given)")
+                prepared = eager.prepare(job.reference, qat=False, options=options)
+                eager.calibrate(prepared, inputs)
+                model = eager.convert(prepared)
+                quantization = {"scheme": "eager-ptq", "backend": eager.ENGINE,
+                                "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})}}
+            quantization.update(options.to_dict())
+            quantization.update(eager.describe_quantization(model))
+        else:
+            model = job.reference
+            quantization = {"scheme": "none"}
+        job.log("scripting and freezing the whole model, PointRend loop included")
+        module = script_for_lite(model)
+        extra = {"alisnet/metadata.json": json.dumps(job.options.get("metadata", {}), indent=1)}
+        version = int(job.options.get("bytecode_version", 8))
+        if version == 8:
+            module._save_for_lite_interpreter(str(dest), _extra_files=extra)
+        else:
+            staged = dest.with_name(dest.name + ".v8")
+            try:
+                module._save_for_lite_interpreter(str(staged), _extra_files=extra)
+                if not torch.jit.mobile._backport_for_mobile(str(staged), str(dest), version):
+                    raise ExportError(f"torch could not backport the .ptl to bytecode version {version}")
+            finally:
+                staged.unlink(missing_ok=True)
+        written = torch.jit.mobile._get_model_bytecode_version(str(dest))
+        operators = sorted(torch.jit.mobile._export_operator_list(torch.jit.mobile._load_for_lite_interpreter(str(dest))))
+        runtime = {
+            "kind": "pytorch-lite",
+            "bytecode_version": written,
+            "min_runtime": LITE_RUNTIMES,
+            "quantized_engine": eager.ENGINE if job.precision == "int8" else None,
+            "operators": operators,
+            "op_list_file": f"{job.options['name']}.ops.yaml",
+            "mobile_passes": list(MOBILE_PASSES),
+            "not_applied": "XNNPACK weight prepacking (optimize_for_mobile needs an XNNPACK-enabled torch build)",
+        }
+        header = (f"Root operators of the {job.precision} .ptl (bytecode v{written}) for a selective-build "
+                  "PyTorch lite runtime.\nGenerated by alisnet-export with torch.jit.mobile._export_operator_list.")
+        return ArtifactInfo(job.precision, quantization, runtime, sidecars={".ops.yaml": ops_yaml(operators, header)})

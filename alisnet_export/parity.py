@@ -1,0 +1,258 @@
+"""Parity: does an artifact still compute what the float model computes?
+
+The same preprocessed input goes to the float model and to the artifact's runner. Per image:
+
+* ``max_abs_logit`` / ``mean_abs_logit``: |delta logit| over all pixels and classes
+* ``mask_iou``: IoU of the person masks (artifact vs float)
+* ``pixel_agreement``: fraction of pixels with the same mask label
+* ``boundary_mean_px`` / ``boundary_p95_px``: symmetric distance between the two mask contours, in
+  input pixels (the product's currency: 2 px at 2k height is ~10 mm of chest circumference)
+* ``width_drift_px``: silhouette width difference at several body heights (a proxy for the
+  body-measurement error the masks feed)
+
+Gates are per format/precision (:data:`DEFAULT_THRESHOLDS`): float exports near-exact, int8 exports
+by mask agreement and boundary pixels. A report passes only when every gate passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "BODY_HEIGHTS",
+    "ImageMetrics",
+    "Thresholds",
+    "DEFAULT_THRESHOLDS",
+    "default_thresholds",
+    "GateResult",
+    "ParityReport",
+    "compare_logits",
+    "boundary_distances",
+    "width_profile",
+    "run_parity",
+]
+
+#: fractions of the person's height (from the top of the float mask's box) where widths are compared
+BODY_HEIGHTS = (0.2, 0.35, 0.5, 0.65, 0.8)
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def boundary_distances(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Distances (px) from each contour pixel of either mask to the nearest contour pixel of the other.
+
+    Empty vs empty gives no distances; empty vs non-empty gives ``inf``.
+    """
+    ca, cb = _contour(reference), _contour(candidate)
+    if not ca.any() and not cb.any():
+        return np.zeros(0)
+    if not ca.any() or not cb.any():
+        return np.array([np.inf])
+    da = ndimage.distance_transform_edt(~cb)[ca]  # reference contour -> candidate contour
+    db = ndimage.distance_transform_edt(~ca)[cb]
+    return np.concatenate([da, db])
+
+
+def width_profile(mask: np.ndarray, box_rows: tuple[int, int], fractions: Sequence[float] = BODY_HEIGHTS) -> list[int]:
+    """Number of person pixels in the rows at ``fractions`` of ``box_rows`` = (top, bottom exclusive)."""
+    top, bottom = box_rows
+    rows = [min(bottom - 1, top + int(round(f * (bottom - top - 1)))) for f in fractions]
+    return [int(mask[r].sum()) for r in rows]
+
+
+@dataclass
+class ImageMetrics:
+    name: str
+    height: int
+    width: int
+    max_abs_logit: float
+    mean_abs_logit: float
+    mask_iou: float
+    pixel_agreement: float
+    boundary_mean_px: float
+    boundary_p95_px: float
+    width_drift_px: list[int]
+    reference_foreground: float
+    candidate_foreground: float
+
+    @property
+    def max_width_drift_px(self) -> int:
+        return max(self.width_drift_px, default=0)
+
+
+def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray) -> ImageMetrics:
+    """Metrics of ``candidate`` (1, K, H, W) logits against ``reference`` logits of the same shape."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"{name}: artifact output shape {candidate.shape} differs from float model's {reference.shape}")
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    ref_mask = reference[0, 1] > reference[0, 0]
+    cand_mask = candidate[0, 1] > candidate[0, 0]
+    union = np.logical_or(ref_mask, cand_mask).sum()
+    iou = 1.0 if union == 0 else float(np.logical_and(ref_mask, cand_mask).sum() / union)
+    dist = boundary_distances(ref_mask, cand_mask)
+    rows = np.nonzero(ref_mask.any(axis=1))[0]
+    if len(rows):
+        box = (int(rows[0]), int(rows[-1]) + 1)
+        drift = [abs(a - b) for a, b in zip(width_profile(ref_mask, box), width_profile(cand_mask, box))]
+    else:
+        drift = []
+    return ImageMetrics(
+        name=name,
+        height=int(reference.shape[2]),
+        width=int(reference.shape[3]),
+        max_abs_logit=float(diff.max()),
+        mean_abs_logit=float(diff.mean()),
+        mask_iou=iou,
+        pixel_agreement=float((ref_mask == cand_mask).mean()),
+        boundary_mean_px=float(dist.mean()) if len(dist) else 0.0,
+        boundary_p95_px=float(np.percentile(dist, 95)) if len(dist) else 0.0,
+        width_drift_px=drift,
+        reference_foreground=float(ref_mask.mean()),
+        candidate_foreground=float(cand_mask.mean()),
+    )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Gates; ``None`` disables one. Per-image gates apply to every image, ``mean_*`` to the average."""
+
+    max_abs_logit: Optional[float] = None
+    min_mean_iou: Optional[float] = None
+    min_image_iou: Optional[float] = None
+    max_mean_boundary_px: Optional[float] = None
+    max_image_boundary_p95_px: Optional[float] = None
+    max_width_drift_px: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+#: documented defaults (README "Parity gates"); override with the commands' --max-abs-logit etc.
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
+    # float exports compute the same graph: only float rounding differs
+    "float32": Thresholds(max_abs_logit=1e-4, min_mean_iou=0.999, min_image_iou=0.999),
+    # fp16 (Core ML default) rounds every activation
+    "float16": Thresholds(max_abs_logit=0.05, min_mean_iou=0.995, min_image_iou=0.99, max_mean_boundary_px=0.5),
+    # int8: judged by what the product needs, mask agreement and boundary pixels
+    "int8": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
+                       max_image_boundary_p95_px=4.0, max_width_drift_px=4),
+    "int8-weights": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
+                               max_image_boundary_p95_px=4.0, max_width_drift_px=4),
+}
+
+
+def default_thresholds(precision: str) -> Thresholds:
+    try:
+        return DEFAULT_THRESHOLDS[precision]
+    except KeyError:
+        raise ValueError(f"no default parity thresholds for precision {precision!r}") from None
+
+
+@dataclass
+class GateResult:
+    gate: str
+    scope: str  # "mean" or an image name
+    value: float
+    limit: float
+    passed: bool
+
+    def describe(self) -> str:
+        op = "<=" if self.gate.startswith("max") else ">="
+        verdict = "ok" if self.passed else "FAILED"
+        return f"{self.scope}: {self.gate} {self.value:.6g} {op} {self.limit:.6g} {verdict}"
+
+
+@dataclass
+class ParityReport:
+    artifact: str
+    format: str
+    precision: str
+    thresholds: Thresholds
+    images: list[ImageMetrics] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.images) and all(g.passed for g in self.gates)
+
+    @property
+    def failures(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def summary(self) -> dict[str, Any]:
+        ims = self.images
+        if not ims:
+            return {"images": 0}
+        return {
+            "images": len(ims),
+            "max_abs_logit": max(m.max_abs_logit for m in ims),
+            "mean_abs_logit": float(np.mean([m.mean_abs_logit for m in ims])),
+            "mean_iou": float(np.mean([m.mask_iou for m in ims])),
+            "min_iou": min(m.mask_iou for m in ims),
+            "mean_pixel_agreement": float(np.mean([m.pixel_agreement for m in ims])),
+            "mean_boundary_px": float(np.mean([m.boundary_mean_px for m in ims])),
+            "max_boundary_p95_px": max(m.boundary_p95_px for m in ims),
+            "max_width_drift_px": max(m.max_width_drift_px for m in ims),
+        }
+
+    def evaluate(self) -> "ParityReport":
+        """(Re)compute the gate results from ``images`` and ``thresholds``."""
+        t, ims, gates = self.thresholds, self.images, []
+
+        def gate(name: str, scope: str, value: float, limit: Optional[float], upper: bool) -> None:
+            if limit is None:
+                return
+            ok = (value <= limit) if upper else (value >= limit)
+            gates.append(GateResult(name, scope, float(value), float(limit), bool(ok and not math.isnan(value))))
+
+        for m in ims:
+            gate("max_abs_logit", m.name, m.max_abs_logit, t.max_abs_logit, True)
+            gate("min_image_iou", m.name, m.mask_iou, t.min_image_iou, False)
+            gate("max_image_boundary_p95_px", m.name, m.boundary_p95_px, t.max_image_boundary_p95_px, True)
+            gate("max_width_drift_px", m.name, m.max_width_drift_px, t.max_width_drift_px, True)
+        if ims:
+            s = self.summary()
+            gate("min_mean_iou", "mean", s["mean_iou"], t.min_mean_iou, False)
+            gate("max_mean_boundary_px", "mean", s["mean_boundary_px"], t.max_mean_boundary_px, True)
+        self.gates = gates
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "format": self.format,
+            "precision": self.precision,
+            "status": "passed" if self.passed else "failed",
+            "thresholds": self.thresholds.to_dict(),
+            "summary": self.summary(),
+            "failures": [g.describe() for g in self.failures],
+            "gates": [asdict(g) for g in self.gates],
+            "images": [asdict(m) for m in self.images],
+        }
+
+
+def run_parity(
+    reference: Callable[[np.ndarray], np.ndarray],
+    candidate: Callable[[np.ndarray], np.ndarray],
+    inputs: Iterable[tuple[str, np.ndarray]],
+    *,
+    artifact: str,
+    format: str,
+    precision: str,
+    thresholds: Optional[Thresholds] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> ParityReport:
+    """Run ``reference`` and ``candidate`` on each ``(name, input)`` and gate the differences."""
+    report = ParityReport(artifact, format, precision, thresholds or default_thresholds(precision))
+    for name, x in inputs:
+        if progress:
+            progress(name)
+        report.images.append(compare_logits(name, reference(x), candidate(x)))
+    return report.evaluate()

@@ -1,0 +1,277 @@
+"""Export -> run -> parity -> golden vectors -> manifest, the same way for every format.
+
+Nothing is written under its final name until it is complete: the exporter writes a temporary
+artifact, the runner and the parity gate run on it, and only then is it renamed into place, next to
+its parity report, golden vectors and manifest (each written atomically). Outputs that exist stop the
+run before any work unless ``force`` is given. A failed parity gate still writes everything, with
+the artifact marked ``failed`` in its manifest, and is reported to the caller (exit code 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .checkpoint import atomic_write, sha256_file
+from .errors import OutputError
+from .exporters.base import ArtifactInfo, Exporter, ExportJob
+from .golden import encode_golden
+from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
+from .parity import ParityReport, Thresholds, default_thresholds, run_parity
+from .preprocess import normalize, resize_rgb, target_size
+from .runtimes.base import runner_for
+from .runtimes.torch_runners import TorchModelRunner
+
+__all__ = [
+    "GOLDEN_HEIGHT",
+    "GOLDEN_TOLERANCES",
+    "ReferenceOutputs",
+    "ArtifactRecord",
+    "ExportOutcome",
+    "planned_paths",
+    "single_export_paths",
+    "check_writable",
+    "produce_artifact",
+    "golden_tensors",
+    "export_single",
+]
+
+#: golden vectors are small: the on-device self-check runs them in a fraction of a second
+GOLDEN_HEIGHT = 256
+#: how closely an artifact must reproduce the golden outputs on a phone, by precision
+GOLDEN_TOLERANCES: dict[str, dict[str, Any]] = {
+    "float32": {"self_max_abs": 1e-3, "reference_max_abs": 1e-3, "reference_min_mask_iou": 0.999},
+    "float16": {"self_max_abs": 0.05, "reference_max_abs": 0.1, "reference_min_mask_iou": 0.99},
+    "int8": {"self_max_abs": 0.1, "reference_max_abs": None, "reference_min_mask_iou": 0.95},
+    "int8-weights": {"self_max_abs": 0.05, "reference_max_abs": None, "reference_min_mask_iou": 0.97},
+}
+
+
+class ReferenceOutputs:
+    """The float model's logits per input name, computed once and shared by every artifact of a run."""
+
+    def __init__(self, runner: TorchModelRunner, inputs: Sequence[tuple[str, np.ndarray]]) -> None:
+        self.runner = runner
+        self.inputs = list(inputs)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        key = id(x)
+        if key not in self._cache:
+            self._cache[key] = self.runner(x)
+        return self._cache[key]
+
+
+@dataclass
+class ArtifactRecord:
+    path: Path
+    entry: dict[str, Any]  # the manifest's artifacts[] item
+    info: ArtifactInfo
+    report: Optional[ParityReport]
+    export_seconds: float
+    parity_seconds: float
+    golden_logits: np.ndarray
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.report is not None and self.report.passed
+
+
+def planned_paths(exporter: Exporter, out_dir: Path, name: str) -> dict[str, Path]:
+    paths = {"artifact": out_dir / f"{name}{exporter.suffix}", "parity": out_dir / f"{name}.parity.json"}
+    for suffix in exporter.sidecar_suffixes:
+        paths[suffix] = out_dir / f"{name}{suffix}"
+    return paths
+
+
+def single_export_paths(exporter: Exporter, out_dir: Path, name: str) -> list[Path]:
+    """Every file a single-format export writes."""
+    return [*planned_paths(exporter, out_dir, name).values(), out_dir / f"{name}.manifest.json",
+            out_dir / f"{name}.golden.algv"]
+
+
+def check_writable(paths: Sequence[Path], force: bool) -> None:
+    """Fail before any work if an output exists (without ``force``) or its folder cannot be written."""
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise OutputError(f"output already exists: {', '.join(existing)}; pass --force to overwrite, or choose another --output")
+    for folder in {p.parent for p in paths}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK):
+            raise OutputError(f"output folder {folder} is not writable; choose another --output")
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def produce_artifact(
+    exporter: Exporter,
+    job: ExportJob,
+    *,
+    out_dir: Path,
+    name: str,
+    force: bool,
+    reference: ReferenceOutputs,
+    golden_input: np.ndarray,
+    thresholds: Optional[Thresholds] = None,
+    run_parity_gate: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> ArtifactRecord:
+    """Export one artifact, run it, gate it, and move it into place with its parity report."""
+    exporter.check_precision(job.precision)
+    job.options.setdefault("name", name)
+    paths = planned_paths(exporter, out_dir, name)
+    check_writable(list(paths.values()), force)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_dir))
+    try:
+        tmp = tmp_root / paths["artifact"].name
+        start = time.perf_counter()
+        info = exporter.export(job, tmp)
+        export_seconds = time.perf_counter() - start
+        runner = runner_for(exporter.format)(tmp)
+        start = time.perf_counter()
+        report: Optional[ParityReport] = None
+        if run_parity_gate:
+            report = run_parity(reference, runner, reference.inputs, artifact=paths["artifact"].name,
+                                format=exporter.format, precision=job.precision,
+                                thresholds=thresholds or default_thresholds(job.precision), progress=progress)
+        golden_logits = runner(golden_input)
+        parity_seconds = time.perf_counter() - start
+        for suffix, text in info.sidecars.items():
+            if suffix not in paths:
+                raise AssertionError(f"{exporter.format} exporter wrote undeclared sidecar {suffix}")
+            atomic_write(paths[suffix], lambda p, t=text: p.write_text(t, encoding="utf-8"), force=True)
+        if report is not None:
+            report_text = json.dumps({**report.to_dict(), "runtime": runner.describe()}, indent=2) + "\n"
+            atomic_write(paths["parity"], lambda p: p.write_text(report_text, encoding="utf-8"), force=True)
+        _move_into_place(tmp, paths["artifact"])
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    artifact = paths["artifact"]
+    entry = {
+        "id": f"{exporter.format}-{job.precision}",
+        "format": exporter.format,
+        "file": artifact.name,
+        "size_bytes": _size(artifact),
+        "sha256": _sha256(artifact),
+        "precision": job.precision,
+        "quantization": info.quantization,
+        "runtime": info.runtime,
+        "parity": _parity_entry(report, paths["parity"].name),
+        "golden_tolerances": GOLDEN_TOLERANCES[job.precision],
+    }
+    if info.metadata:
+        entry["metadata"] = info.metadata
+    if report is None:
+        paths.pop("parity")
+    return ArtifactRecord(artifact, entry, info, report, export_seconds, parity_seconds, golden_logits, paths)
+
+
+def _parity_entry(report: Optional[ParityReport], report_file: str) -> dict[str, Any]:
+    if report is None:
+        return {"status": "not_run", "reason": "skipped with --no-parity"}
+    return {"status": "passed" if report.passed else "failed", "summary": report.summary(),
+            "thresholds": report.thresholds.to_dict(), "report": report_file,
+            "failures": [g.describe() for g in report.failures]}
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (sorted relative paths and their hashes)."""
+    if not path.is_dir():
+        return sha256_file(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode() + b"\0" + sha256_file(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+def golden_tensors(source_rgb: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                   height: int = GOLDEN_HEIGHT) -> np.ndarray:
+    """The golden ``input``: ``source_rgb`` through preprocessing-spec steps 3-4 at ``height``."""
+    size = target_size(source_rgb.shape[0], source_rgb.shape[1], height)
+    return normalize(resize_rgb(source_rgb, size), mean, std).numpy()
+
+
+@dataclass
+class ExportOutcome:
+    record: ArtifactRecord
+    manifest_path: Path
+    golden_path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.record.report is None or self.record.report.passed
+
+
+def export_single(
+    exporter: Exporter,
+    job: ExportJob,
+    *,
+    out_dir: Path,
+    name: str,
+    force: bool,
+    reference: ReferenceOutputs,
+    golden_source: tuple[str, np.ndarray],
+    height: int,
+    thresholds: Optional[Thresholds] = None,
+    run_parity_gate: bool = True,
+    command: Optional[str] = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> ExportOutcome:
+    """One artifact with its own manifest and golden vectors (``NAME.manifest.json``, ``NAME.golden.algv``)."""
+    cfg = job.loaded.config
+    manifest_path, golden_path = out_dir / f"{name}.manifest.json", out_dir / f"{name}.golden.algv"
+    check_writable(single_export_paths(exporter, out_dir, name), force)
+    source_name, source_rgb = golden_source
+    golden_input = golden_tensors(source_rgb, cfg.input.mean, cfg.input.std)
+    record = produce_artifact(exporter, job, out_dir=out_dir, name=name, force=force, reference=reference,
+                              golden_input=golden_input, thresholds=thresholds, run_parity_gate=run_parity_gate,
+                              progress=progress)
+    reference_logits = reference.runner(golden_input)
+    tensors = {
+        "source_rgb": source_rgb,
+        "input": golden_input,
+        "logits.float": reference_logits,
+        "mask.float": (reference_logits[0, 1] > reference_logits[0, 0]).astype(np.uint8),
+        f"logits.{record.entry['id']}": record.golden_logits,
+    }
+    data = encode_golden(tensors)
+    atomic_write(golden_path, lambda p: p.write_bytes(data), force=True)
+    manifest = build_manifest(
+        model=model_section(cfg, parameters=sum(p.numel() for p in job.reference.parameters()),
+                            checkpoint_file=job.loaded.path.name, checkpoint_sha256=job.loaded.sha256,
+                            source_format=job.loaded.source_format, kind="qat" if job.loaded.is_qat else "float"),
+        input=input_section(cfg, height=height, min_hw=job.bounds.min_hw, max_hw=job.bounds.max_hw,
+                            min_pixels=job.bounds.min_pixels),
+        output=output_section(cfg),
+        artifacts=[record.entry],
+        provenance=provenance_section(command),
+        golden={"file": golden_path.name, "sha256": sha256_file(golden_path), "format": "ALGV1",
+                "tensors": {k: list(np.shape(v)) for k, v in tensors.items()}, "source": source_name},
+    )
+    write_manifest(manifest_path, manifest, force=True)
+    return ExportOutcome(record, manifest_path, golden_path, manifest)

@@ -1,0 +1,3 @@
+"""Importing this module registers every shipped runner (each imports its runtime lazily)."""
+
+from . import torch_runners  # noqa: F401

@@ -1,0 +1,61 @@
+"""Runners backed by PyTorch: the float model itself (the reference) and the lite interpreter (.ptl)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .base import Runner, register_runner
+
+__all__ = ["TorchModelRunner", "LiteInterpreterRunner"]
+
+
+class TorchModelRunner(Runner):
+    """Eager (or scripted) ``torch.nn.Module``: the float reference every artifact is compared with."""
+
+    format = "torch"
+
+    def __init__(self, model: torch.nn.Module, name: str = "float model") -> None:
+        super().__init__(Path(name))
+        self.model = model.eval()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"format": "torch-eager", "torch": torch.__version__}
+
+
+class LiteInterpreterRunner(Runner):
+    """A ``.ptl`` run by ``torch.jit.mobile._load_for_lite_interpreter``: the runtime phones use."""
+
+    format = "ptl"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        import torch.jit.mobile  # noqa: F401  (not imported by `import torch`)
+
+        try:
+            self.module = torch.jit.mobile._load_for_lite_interpreter(str(path))
+        except RuntimeError as exc:
+            raise DataError(f"{path}: not a loadable lite-interpreter (.ptl) file: {str(exc).splitlines()[0]}") from None
+        self.bytecode_version = torch.jit.mobile._get_model_bytecode_version(str(path))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"format": "ptl", "runtime": "torch lite interpreter", "torch": torch.__version__,
+                "bytecode_version": self.bytecode_version, "quantized_engine": torch.backends.quantized.engine}
+
+
+@register_runner("ptl")
+def _open_ptl(path: Path) -> Runner:
+    torch.backends.quantized.engine = "qnnpack"  # the engine the phones use; int8 .ptl needs it
+    return LiteInterpreterRunner(path)
