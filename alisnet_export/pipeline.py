@@ -36,6 +36,8 @@ __all__ = [
     "ReferenceOutputs",
     "ArtifactRecord",
     "ExportOutcome",
+    "artifact_sha256",
+    "artifact_size",
     "planned_paths",
     "single_export_paths",
     "check_writable",
@@ -167,8 +169,8 @@ def produce_artifact(
         "id": f"{exporter.format}-{job.precision}",
         "format": exporter.format,
         "file": artifact.name,
-        "size_bytes": _size(artifact),
-        "sha256": _sha256(artifact),
+        "size_bytes": artifact_size(artifact),
+        "sha256": artifact_sha256(artifact),
         "precision": job.precision,
         "quantization": info.quantization,
         "runtime": info.runtime,
@@ -190,13 +192,14 @@ def _parity_entry(report: Optional[ParityReport], report_file: str) -> dict[str,
             "failures": [g.describe() for g in report.failures]}
 
 
-def _size(path: Path) -> int:
+def artifact_size(path: Path) -> int:
+    """Bytes of a file, or of all files in a package folder (.mlpackage)."""
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
 
 
-def _sha256(path: Path) -> str:
+def artifact_sha256(path: Path) -> str:
     """sha256 of a file, or of a folder's files (sorted relative paths and their hashes)."""
     if not path.is_dir():
         return sha256_file(path)

@@ -96,4 +96,50 @@ def inspect_command(ckpt: Optional[Path], config: Optional[str], no_pointrend: b
     return 0
 
 
-COMMANDS = [inspect_command]
+def variant_table() -> list[dict[str, Any]]:
+    """Parameters and float32 size of every shipped variant, beside the paper's Table 1 sizes."""
+    import torch
+
+    from ..config import list_configs, load_config
+    from ..modeling.alisnet import ALiSNet
+
+    rows = []
+    for name in list_configs():
+        cfg = load_config(name)
+        with torch.device("meta"):  # shapes only: no memory, no time
+            model = ALiSNet(cfg)
+        params = sum(p.numel() for p in model.parameters())
+        point = sum(p.numel() for p in model.point_rend.parameters()) if model.point_rend is not None else 0
+        rows.append({
+            "variant": name, "backbone": cfg.backbone, "top_down": cfg.top_down, "parameters": params,
+            "point_head_parameters": point, "float32_mb": params * 4 / 1e6, "int8_weights_mb": params / 1e6,
+            "paper_mb": cfg.paper.get("size_mb"), "paper_qat_mb": cfg.paper.get("size_mb_qat"),
+            "paper_table": cfg.paper.get("table", ""),
+        })
+    return rows
+
+
+@click.command("variants")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
+@json_option
+@pass_reporter
+def variants_command(markdown: bool, as_json: bool, reporter: Reporter) -> int:
+    """List the shipped model variants: parameters and size, beside the paper's Table 1."""
+    rows = variant_table()
+    if markdown:
+        reporter.line("| variant | backbone | top-down | parameters | fp32 MB | int8 weights MB | paper MB |")
+        reporter.line("|---|---|---|---:|---:|---:|---|")
+        for r in rows:
+            paper = "" if r["paper_mb"] is None else f"{r['paper_mb']}"
+            if r["paper_qat_mb"] is not None:
+                paper += f" (QAT {r['paper_qat_mb']})"
+            reporter.line(f"| {r['variant']} | {r['backbone']} | {'yes' if r['top_down'] else 'no'} | "
+                          f"{r['parameters'] / 1e6:.2f} M | {r['float32_mb']:.1f} | {r['int8_weights_mb']:.1f} | {paper} |")
+    else:
+        reporter.table([(r["variant"], f"{r['parameters'] / 1e6:6.2f} M params, {r['float32_mb']:6.1f} MB fp32"
+                         + (f"  (paper: {r['paper_mb']} MB)" if r["paper_mb"] else "")) for r in rows])
+    reporter.result({"ok": True, "variants": rows})
+    return 0
+
+
+COMMANDS = [inspect_command, variants_command]

@@ -1,0 +1,140 @@
+"""``alisnet-export parity``: re-check shipped artifacts against the float model, as a CI gate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from ._common import Reporter, json_option, pass_reporter
+from .export_cmd import _THRESHOLD_OPTIONS, _thresholds
+
+__all__ = ["COMMANDS"]
+
+
+def _threshold_options(f):
+    for name, typ, text in reversed(_THRESHOLD_OPTIONS):
+        f = click.option(f"--{name.replace('_', '-')}", name, type=typ, default=None, help=text)(f)
+    return f
+
+
+@click.command("parity")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--reference", "reference_ckpt", type=click.Path(path_type=Path, dir_okay=False),
+              help="The float checkpoint the artifacts must match (required).")
+@click.option("--config", help="Config of the reference checkpoint (default: stored in it / inferred).")
+@click.option("--images", type=click.Path(path_type=Path), multiple=True,
+              help="Photos (files or folders). Default: the built-in public-domain samples.")
+@click.option("--height", type=click.IntRange(64, 4096), help="Input height (default: the manifest's, else 1024).")
+@click.option("--no-person-crops", is_flag=True, help="Whole photos only (default adds a person crop per photo).")
+@click.option("--precision", type=click.Choice(["float32", "float16", "int8", "int8-weights"]),
+              help="Gates to apply to an artifact that has no manifest beside it.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write JUnit XML: one testcase per image x gate.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write report.md, report.html and overlay PNGs of the worst images into this folder.")
+@click.option("--worst", default=3, show_default=True, type=click.IntRange(0, 50), help="Overlay pictures per artifact.")
+@_threshold_options
+@json_option
+@pass_reporter
+def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optional[str], images, height, no_person_crops,
+                   precision, junit_path, report_dir, worst, as_json, reporter: Reporter, **gates: Any) -> int:
+    """Check that TARGET still computes what the float model computes.
+
+    \b
+    TARGET: an artifact (.ptl, .pte, .onnx, .mlpackage), a NAME.manifest.json, or a bundle folder.
+    Each artifact gets the photos preprocessed the way its manifest tells an app to, the reference
+    model the way its config says. Gates per precision (see README, "Parity gates"); the exit code
+    is 0 only when every gate of every artifact that can run here passes (1 otherwise). Artifacts
+    whose runtime cannot run on this platform (Core ML off macOS) are reported as skipped.
+    """
+    from tqdm import tqdm
+
+    from ..checkpoint import load_checkpoint
+    from ..errors import DataError
+    from ..parity_check import check_target, resolve_targets
+    from ..reports import denormalize, write_junit, write_reports
+    from ..runtimes.torch_runners import TorchModelRunner
+    from ..samples import image_paths, parity_inputs
+
+    if reference_ckpt is None:
+        raise DataError("missing --reference CKPT: parity needs the float checkpoint the artifacts must match")
+    targets = resolve_targets(target, precision)
+    loaded = load_checkpoint(reference_ckpt, config)
+    if loaded.is_qat:
+        raise DataError(f"{reference_ckpt}: a QAT checkpoint; --reference must be the float model the artifact should match")
+    cfg = loaded.config
+    model = loaded.build_model()
+    for t in targets:
+        recorded = (t.manifest or {}).get("model", {}).get("checkpoint", {}).get("sha256")
+        if recorded and recorded != loaded.sha256 and (t.manifest or {}).get("model", {}).get("checkpoint", {}).get("kind") == "float":
+            reporter.line(f"warning: {t.name} was exported from a checkpoint with sha256 {recorded[:12]}..., "
+                          f"not {reference_ckpt} ({loaded.sha256[:12]}...)", fg="yellow")
+    manifest_height = next((t.manifest["input"]["resize"]["height"] for t in targets if t.manifest), None)
+    height = height or manifest_height or 1024
+    if height % 32:
+        raise DataError(f"--height {height} is not a multiple of 32")
+    reference = TorchModelRunner(model)
+    inputs = list(parity_inputs(image_paths(list(images) or None), cfg, height=height, reference=model,
+                                person_crops=not no_person_crops))
+    cache: dict = {}
+    keyed = {id(x): n for n, x in inputs}
+
+    def reference_fn(x):
+        name = keyed[id(x)]
+        if name not in cache:
+            cache[name] = reference(x)
+        return cache[name]
+
+    results = []
+    for t in targets:
+        reporter.line(f"checking {t.path} ({t.format}, {t.precision})", bold=True)
+        bar = tqdm(total=len(inputs), desc=t.name, unit="image", file=sys.stderr, leave=False)
+        result = check_target(t, reference_fn, cfg, inputs, thresholds=_thresholds(t.precision, gates),
+                              progress=lambda n: bar.update(1), keep_masks=report_dir is not None)
+        bar.close()
+        results.append(result)
+        _print_result(reporter, result)
+    reports = [r.report for r in results if r.report is not None]
+    files: dict[str, str] = {}
+    if junit_path:
+        write_junit(junit_path, reports)
+        files["junit"] = str(junit_path)
+    if report_dir:
+        pictures = {n: denormalize(x, cfg.input.mean, cfg.input.std) for n, x in inputs}
+        context = {"reference": f"{reference_ckpt} ({cfg.name}, sha256 {loaded.sha256[:12]}...)",
+                   "target": str(target), "height": str(height), "images": str(len(inputs))}
+        for r in results:
+            if r.skipped:
+                context[f"skipped {r.target.name}"] = r.skipped
+        paths = write_reports(report_dir, reports, pictures, context=context, worst=worst)
+        files.update({k: str(v) for k, v in paths.items()})
+        reporter.line(f"report: {paths['html']}")
+    passed = all(r.passed or r.skipped for r in results) and any(not r.skipped for r in results)
+    reporter.line("")
+    reporter.line(f"parity {'PASSED' if passed else 'FAILED'}: {sum(r.passed for r in results)} passed, "
+                  f"{sum(1 for r in results if not r.passed and not r.skipped)} failed, "
+                  f"{sum(1 for r in results if r.skipped)} skipped", fg="green" if passed else "red", bold=True)
+    reporter.result({"ok": passed, "reference": str(reference_ckpt), "height": height,
+                     "results": [r.to_dict() for r in results], "files": files})
+    return 0 if passed else 1
+
+
+def _print_result(reporter: Reporter, result) -> None:
+    if result.skipped:
+        reporter.line(f"  skipped: {result.skipped}", fg="yellow")
+        return
+    for problem in result.integrity:
+        reporter.line(f"  {problem}", fg="red")
+    s = result.report.summary()
+    verdict = "passed" if result.passed else "FAILED"
+    reporter.line(f"  {verdict}: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), boundary "
+                  f"{s['mean_boundary_px']:.2f} px mean / {s['max_boundary_p95_px']:.1f} px p95, max |dlogit| "
+                  f"{s['max_abs_logit']:.3g}, width drift <= {s['max_width_drift_px']} px",
+                  fg=None if result.passed else "red")
+    for failure in result.report.failures[:8]:
+        reporter.line(f"    {failure.describe()}", fg="red")
+
+COMMANDS = [parity_command]
