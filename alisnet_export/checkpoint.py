@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
@@ -519,6 +520,15 @@ def atomic_write(path: Path, write: Any, *, force: bool = False) -> None:
         raise
 
 
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types (str subclasses such as ``torch.__version__`` become ``str``), so the
+    checkpoint stays loadable with ``weights_only=True``, which refuses any other class."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint {where} must be JSON-like data: {exc}") from None
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     state_dict: Mapping[str, Tensor],
@@ -540,10 +550,10 @@ def save_checkpoint(
         "model": sd,
         "config": config.to_dict(),
         "alisnet_export_version": __version__,
-        "meta": dict(meta or {}),
+        "meta": _plain(dict(meta or {}), "meta"),
     }
     if qat is not None:
-        payload["qat"] = dict(qat)
+        payload["qat"] = _plain(dict(qat), "qat")
     if extra:
         payload.update(extra)
     buf = io.BytesIO()
