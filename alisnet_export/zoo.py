@@ -11,9 +11,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-__all__ = ["models_dir", "ZooEntry", "zoo_entries", "default_checkpoint", "fixture_checkpoint"]
+__all__ = ["models_dir", "ZooEntry", "zoo_entries", "default_checkpoint", "fixture_checkpoint", "register_checkpoint"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -69,3 +69,24 @@ def default_checkpoint() -> ZooEntry:
 def fixture_checkpoint() -> ZooEntry:
     """The small synthetic-people checkpoint: fast test fixture and extra training data."""
     return zoo_entries()[_zoo()["fixture"]]
+
+
+def register_checkpoint(path: Path, *, name: str, role: Optional[str] = None, extra_meta: Optional[dict[str, Any]] = None) -> ZooEntry:
+    """Copy nothing; record ``path`` (already inside :func:`models_dir`) in ``zoo.json`` with its sha256,
+    file size and the meta stored in the checkpoint (plus ``extra_meta``). ``role``: "default" and/or
+    "fixture" (comma-separated) makes it the embedded default or the test fixture."""
+    from .checkpoint import load_checkpoint, sha256_file
+
+    path = Path(path).resolve()
+    root = models_dir().resolve()
+    if path.parent != root:
+        raise ValueError(f"{path}: a zoo checkpoint must live in {root}")
+    loaded = load_checkpoint(path)
+    data = _zoo()
+    meta = {**loaded.meta, **(extra_meta or {}), "file_size_bytes": path.stat().st_size}
+    data["checkpoints"][name] = {"file": path.name, "config": loaded.config.name, "sha256": sha256_file(path), "meta": meta}
+    for r in (role or "").split(","):
+        if r:
+            data[r.strip()] = name
+    (models_dir() / "zoo.json").write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    return zoo_entries()[name]

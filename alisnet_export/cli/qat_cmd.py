@@ -1,0 +1,186 @@
+"""``alisnet-export qat``: QNNPACK quantization-aware fine-tuning of a float checkpoint.
+
+    float CKPT -> fuse Conv-BN(-ReLU), fake-quantize (eager, QNNPACK qconfig) -> fine-tune with the
+    paper's loss (PointRend point loss + coarse loss) on --data / --coco -> freeze BN statistics ->
+    freeze the quantization ranges -> QAT checkpoint (``ptl`` converts it to int8)
+
+The loop is :func:`alisnet_export.training.train` (progress bar, periodic resumable states, DDP under
+torchrun); the schedule is :func:`alisnet_export.quantize.eager.qat_schedule`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from ._common import Reporter, human_size, json_option, pass_reporter, resolve_checkpoint
+from .train_cmd import _hardware, _prepare_state_dir, parse_crop, select_source
+
+__all__ = ["COMMANDS", "qat_steps", "schedule_steps"]
+
+
+def qat_steps(*, epochs: Optional[float], steps: Optional[int], num_images: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps for ``--steps`` or ``--epochs`` (passes over the training images, all ranks together)."""
+    if steps is not None:
+        return steps
+    per_step = batch_size * world_size
+    return max(1, math.ceil((epochs or 1.0) * num_images / per_step))
+
+
+def schedule_steps(total: int, freeze_bn_at: float, freeze_observers_at: float) -> tuple[int, int]:
+    """Steps at which BN statistics and then the observers freeze (fractions of the run, observers last)."""
+    bn = min(total - 1, int(round(freeze_bn_at * total)))
+    obs = min(total - 1, max(bn, int(round(freeze_observers_at * total))))
+    return bn, obs
+
+
+@click.command("qat")
+@click.argument("ckpt", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--config", metavar="NAME|FILE.json", help="Model variant (default: stored in the checkpoint).")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Fine-tune on DIR/images/* with binary masks DIR/masks/* of the same file stems.")
+@click.option("--coco", "coco_json", type=click.Path(path_type=Path, dir_okay=False), metavar="JSON",
+              help="Fine-tune on COCO-style person annotations (instances merged per image); needs --images.")
+@click.option("--images", "coco_images", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Folder the --coco file names are relative to.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Passes over the training images (default 1; --steps overrides).")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Optimizer steps in total (overrides --epochs).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per step (per process).")
+@click.option("--crop", "crop_text", default="384x288", show_default=True, metavar="HxW",
+              help="Training crop (multiples of 32).")
+@click.option("--lr", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate (QAT fine-tunes: keep it well below the float training's).")
+@click.option("--warmup", default=20, show_default=True, type=click.IntRange(0), help="Linear warm-up steps.")
+@click.option("--freeze-bn-at", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of the run after which BatchNorm uses its running statistics (no more updates).")
+@click.option("--freeze-observers-at", default=0.75, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of the run after which the int8 ranges stop moving (the last steps fit the exact grid).")
+@click.option("--bn-momentum", default=0.01, show_default=True, type=click.FloatRange(0, 1),
+              help="BatchNorm momentum until the BN freeze (MnasNet's own 0.0003 barely moves in a short fine-tune).")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--float-point-head", is_flag=True, help="Keep PointRend's point MLP in float.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA if available, else CPU.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data-loading worker processes.")
+@click.option("--resume", type=click.Path(path_type=Path), metavar="PATH",
+              help="Continue from a training state (train_state_*.pth) or the folder holding them.")
+@click.option("--checkpoint-every", default=100, show_default=True, type=click.IntRange(0),
+              help="Write a resumable training state to OUTPUT.train/ every N steps (0: only at the end).")
+@click.option("--eval-images", default=0, show_default=True, type=click.IntRange(0),
+              help="Hold out N images (split off the data) and report the QAT model's IoU on them.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output (and discard old training states).")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=Path("out/qat/alisnet_qat.pth"),
+              show_default=True, help="The QAT checkpoint to write.")
+@json_option
+@pass_reporter
+def qat_command(reporter: Reporter, **opts: Any) -> int:
+    """Quantization-aware fine-tuning (QNNPACK) of CKPT; writes a QAT checkpoint for `alisnet-export ptl`.
+
+    \b
+    Exactly one data source:
+      --data DIR                  DIR/images/NAME.jpg + DIR/masks/NAME.png
+      --coco JSON --images DIR    COCO-style person annotations (instances merged)
+    Without data, skip this command: `alisnet-export ptl CKPT` calibrates on sample images (PTQ).
+
+    \b
+    Schedule: fake-quantized fine-tuning, BatchNorm statistics frozen at --freeze-bn-at, int8 ranges
+    frozen at --freeze-observers-at. Resumable states go to OUTPUT.train/. Under torchrun, e.g.
+      torchrun --nproc_per_node 2 -m alisnet_export qat CKPT --data DIR --epochs 2
+    the processes fine-tune together (DDP: gloo on CPU, nccl on GPU) and rank 0 writes the outputs.
+    \b
+    Then:
+      alisnet-export ptl OUTPUT        # int8 .ptl converted from the QAT model, gated on parity
+    """
+    import torch
+
+    from ..checkpoint import load_checkpoint
+    from ..data import TrainTransform
+    from ..errors import CheckpointError, OutputError
+    from ..evaluation import evaluate_miou
+    from ..quantize import eager
+    from ..quantize.qat import save_qat_checkpoint
+    from ..training import TrainOptions, load_training_state, train
+
+    output: Path = opts["output"]
+    if output.exists() and not opts["force"]:
+        raise OutputError(f"{output}: already exists; pass --force to overwrite it, or choose another --output.")
+    crop = parse_crop(opts.pop("crop_text"))
+    ckpt_path = resolve_checkpoint(opts["ckpt"])
+    loaded = load_checkpoint(ckpt_path, opts["config"])
+    if loaded.is_qat:
+        raise CheckpointError(f"{ckpt_path}: is already a QAT checkpoint; pass the float checkpoint it came from, "
+                              "or --resume the QAT run's training states to fine-tune further.")
+    source = select_source({**opts, "synthetic": False, "crop": crop})
+    state_dir = output.with_name(output.name.removesuffix(".pth") + ".train")
+    _prepare_state_dir(state_dir, opts["resume"], opts["force"])
+    resume_state = load_training_state(opts["resume"]) if opts["resume"] is not None else None
+
+    reference = loaded.build_model()
+    options_q = eager.EagerQuantOptions(per_channel=not opts["per_tensor"], quantize_point_head=not opts["float_point_head"])
+    prepared = eager.prepare(reference, qat=True, options=options_q)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    steps = qat_steps(epochs=opts["epochs"], steps=opts["steps"], num_images=len(source.train),
+                      batch_size=opts["batch_size"], world_size=world_size)
+    bn_step, obs_step = schedule_steps(steps, opts["freeze_bn_at"], opts["freeze_observers_at"])
+    options = TrainOptions(
+        steps=steps, batch_size=opts["batch_size"], lr=opts["lr"], warmup_steps=min(opts["warmup"], steps // 2),
+        bn_momentum=opts["bn_momentum"], seed=opts["seed"], num_workers=opts["workers"], device=opts["device"],
+        output_dir=state_dir, checkpoint_every=opts["checkpoint_every"], progress=not opts["no_progress"],
+    )
+    reporter.line(f"QAT ({eager.ENGINE}) of {loaded.config.name} from {ckpt_path} on {source.trained_on}: {steps} steps x "
+                  f"{options.batch_size}{f' x {world_size} processes' if world_size > 1 else ''} at {crop[0]}x{crop[1]}; "
+                  f"BN frozen from step {bn_step}, int8 ranges from step {obs_step}")
+    transform = TrainTransform(crop, loaded.config.input.mean, loaded.config.input.std)
+    hook = eager.qat_schedule(freeze_bn_step=bn_step, freeze_observer_step=obs_step)
+    result = train(prepared, source.train, transform, options, hooks=[hook], resume=resume_state,
+                   config=loaded.config.to_dict())
+    if not result.is_main:
+        return 0
+    prepared.to("cpu").eval()
+    try:  # prove now that it converts, rather than at export time
+        int8 = eager.convert(prepared)
+        with torch.inference_mode():
+            int8(torch.zeros(1, 3, 64, 64))
+    except Exception as exc:
+        raise CheckpointError(f"the fine-tuned QAT model does not convert to int8: {str(exc).splitlines()[0]}") from exc
+    metrics = None
+    if source.held_out is not None:
+        metrics = evaluate_miou(prepared, source.held_out, progress=not opts["no_progress"])
+        reporter.line(f"held-out (fake-quantized model): {metrics.summary()}")
+    info = {
+        "steps": steps,
+        "batch_size": options.batch_size * result.world_size,
+        "crop": list(crop),
+        "freeze_bn_step": bn_step,
+        "freeze_observer_step": obs_step,
+        "data": source.trained_on,
+        "float_checkpoint": str(ckpt_path),
+        "float_checkpoint_sha256": loaded.sha256,
+        "training_time_s": round(result.total_seconds, 1),
+        "hardware": _hardware(result.device, result.world_size),
+        "metrics": None if metrics is None else metrics.to_dict(),
+        "command": shlex.join(["alisnet-export", *sys.argv[1:]]),
+        "torch_version": str(torch.__version__),
+    }
+    meta = {**loaded.meta, "description": f"QAT ({eager.ENGINE}) fine-tune of {ckpt_path.name}"}
+    save_qat_checkpoint(output, prepared, loaded.config, reference=reference.state_dict(), options=options_q, info=info,
+                        meta=meta, force=opts["force"])
+    size = output.stat().st_size
+    reporter.line(f"saved QAT checkpoint {output} ({human_size(size)}, {steps} steps in "
+                  f"{result.total_seconds / 60:.1f} min on {result.device})", fg="green")
+    reporter.line(f"next: alisnet-export ptl {output}   # int8 .ptl converted from this QAT model, gated on parity")
+    reporter.result({"ok": True, "checkpoint": str(output), "size_bytes": size, "qat": info,
+                     "training_state": None if result.last_state is None else str(result.last_state)})
+    return 0
+
+
+COMMANDS = [qat_command]

@@ -1,0 +1,106 @@
+"""`alisnet-export qat`: QNNPACK fake-quantized fine-tuning, its schedule, resume, DDP, and `ptl` on its output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alisnet_export.checkpoint import load_checkpoint
+from alisnet_export.cli.qat_cmd import qat_steps, schedule_steps
+from alisnet_export.data import write_synthetic_dataset
+from alisnet_export.quantize.qat import load_qat_model
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--batch-size", "2", "--crop", "64x64", "--warmup", "0", "--no-progress", "--checkpoint-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("people"), 6, 96, 64, seed=3)
+
+
+def test_steps_and_schedule():
+    assert qat_steps(epochs=2, steps=None, num_images=10, batch_size=4, world_size=1) == 5
+    assert qat_steps(epochs=1, steps=None, num_images=10, batch_size=4, world_size=2) == 2  # ranks share an epoch
+    assert qat_steps(epochs=5, steps=7, num_images=10, batch_size=4, world_size=1) == 7
+    assert schedule_steps(100, 0.5, 0.75) == (50, 75)
+    assert schedule_steps(4, 0.9, 0.1) == (3, 3)  # observers never freeze before BN, both inside the run
+
+
+def test_qat_writes_a_checkpoint_that_ptl_converts_and_resumes(run_cli, tmp_path, native_ckpt, people):
+    out = tmp_path / "q.pth"
+    code, stdout, err = run_cli("qat", native_ckpt, "--data", people, "--steps", "2", *TINY, "-o", out, "--json")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["ok"] and info["qat"]["steps"] == 2 and info["qat"]["freeze_bn_step"] == 1
+    loaded = load_checkpoint(out)
+    assert loaded.is_qat and loaded.qat["engine"] == "qnnpack" and loaded.qat["options"]["per_channel"] is True
+    prepared, reference, _ = load_qat_model(loaded)
+    # the fake-quant observers were frozen by the schedule and stay frozen in the checkpoint
+    flags = [m.observer_enabled.item() for m in prepared.modules() if hasattr(m, "observer_enabled")]
+    assert flags and not any(flags)
+    # the reference is the float model the fine-tune started from, unchanged
+    start = load_checkpoint(native_ckpt).state_dict
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in start.items())
+
+    # refused before any work when the output exists; --resume continues to more steps
+    code, _, err = run_cli("qat", native_ckpt, "--data", people, "--steps", "2", *TINY, "-o", out)
+    assert code == 3 and "already exists" in err
+    code, stdout, err = run_cli("qat", native_ckpt, "--data", people, "--steps", "3", *TINY, "-o", out, "--force",
+                                "--resume", tmp_path / "q.train", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["qat"]["steps"] == 3
+
+    # ptl converts the QAT model (no calibration) and says so in the manifest
+    code, stdout, err = run_cli("ptl", out, "--height", "128", "--no-person-crops", "-o", tmp_path / "ptl", "--json")
+    assert code in (0, 1), err  # a random network's int8 masks may fail the gate; the conversion is what is tested
+    result = json.loads(stdout)
+    assert result["quantization"] == "eager-qat"
+    manifest = json.loads(Path(result["manifest"]).read_text())
+    assert manifest["artifacts"][0]["quantization"]["scheme"] == "eager-qat"
+    assert manifest["artifacts"][0]["quantization"]["steps"] == 3
+
+
+def test_qat_refuses_a_qat_checkpoint_and_bad_datasets(run_cli, tmp_path, native_ckpt, people):
+    # image and mask stems that do not match
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "masks").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(bad / "images" / "a.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(bad / "masks" / "b.png")
+    out = tmp_path / "q.pth"
+    code, _, err = run_cli("qat", native_ckpt, "--data", bad, "--steps", "1", *TINY, "-o", out)
+    assert code == 3 and "a.png" in err and not out.exists()
+    # a mask whose size differs from its image
+    Image.fromarray(np.zeros((32, 64), np.uint8)).save(bad / "masks" / "a.png")
+    (bad / "masks" / "b.png").unlink()
+    code, _, err = run_cli("qat", native_ckpt, "--data", bad, "--steps", "1", *TINY, "-o", out)
+    assert code == 3 and "size" in err and not out.exists()
+    # no data source at all
+    code, _, err = run_cli("qat", native_ckpt, "--steps", "1", *TINY, "-o", out)
+    assert code == 2 and "choose exactly one of" in err
+    # a QAT checkpoint as input
+    q = tmp_path / "q1.pth"
+    assert run_cli("qat", native_ckpt, "--data", people, "--steps", "1", *TINY, "-o", q)[0] == 0
+    code, _, err = run_cli("qat", q, "--data", people, "--steps", "1", *TINY, "-o", tmp_path / "q2.pth")
+    assert code == 3 and "already a QAT checkpoint" in err
+
+
+@pytest.mark.slow
+def test_qat_under_torchrun_with_two_cpu_processes(tmp_path, native_ckpt, people):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
+    out = tmp_path / "ddp.pth"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "alisnet_export",
+           "qat", str(native_ckpt), "--data", str(people), "--steps", "2", *TINY, "--device", "cpu", "-o", str(out), "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    loaded = load_checkpoint(out)
+    assert loaded.is_qat and loaded.qat["hardware"]["processes"] == 2
+    assert loaded.qat["batch_size"] == 4  # 2 per process x 2 processes
+    assert sorted(p.name for p in (tmp_path / "ddp.train").glob("train_state_*.pth"))[-1] == "train_state_0000002.pth"
