@@ -120,3 +120,17 @@ def test_committed_fixture_reaches_its_reported_miou_on_fresh_synthetic_images()
     assert metrics.miou >= reported["miou"] - 0.02, (metrics, reported)
     assert metrics.foreground_iou_mean >= reported["foreground_iou_mean"] - 0.04, (metrics, reported)
     assert np.isfinite(metrics.foreground_iou_std)
+
+
+def test_train_demo_fine_tunes_from_a_checkpoint_with_a_wider_scale_range(tmp_path):
+    first = tmp_path / "a.pth"
+    assert _run(["train-demo", "--synthetic", *TINY, "--output", str(first)]).exit_code == 0
+    second = tmp_path / "b.pth"
+    result = _run(["train-demo", "--synthetic", *TINY, "--init-from", str(first), "--scale-range", "1,2",
+                   "--output", str(second)])
+    assert result.exit_code == 0, result.output
+    assert "fine-tuning from" in result.output
+    meta = load_checkpoint(second).meta
+    assert meta["init_from"] == str(first) and "--scale-range 1.0,2.0" in meta["command"]
+    bad = _run(["train-demo", "--synthetic", *TINY, "--scale-range", "2,1", "--output", str(tmp_path / "c.pth")])
+    assert bad.exit_code == 2 and "LO <= HI" in bad.output

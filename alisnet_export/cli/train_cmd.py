@@ -46,6 +46,17 @@ def parse_crop(text: str) -> tuple[int, int]:
     return h, w
 
 
+def parse_scale_range(text: str) -> tuple[float, float]:
+    """``"0.75,1.35"`` -> ``(0.75, 1.35)`` (0 < LO <= HI)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected LO,HI, e.g. 0.75,1.35", param_hint="--scale-range") from None
+    if not 0 < lo <= hi:
+        raise click.BadParameter(f"{text!r}: need 0 < LO <= HI", param_hint="--scale-range")
+    return lo, hi
+
+
 def _split(dataset: Any, held_out: int, seed: int, name: str) -> tuple[Any, Optional[Any]]:
     """A seeded random split of a real dataset into (train, held-out)."""
     import torch
@@ -148,6 +159,9 @@ def _recipe_command(opts: dict[str, Any]) -> str:
              "--eval-images", str(opts["eval_images"]), "--seed", str(opts["seed"]), "--half" if opts["half"] else "--no-half"]
     if opts["init_backbone"] is not None:
         args += ["--init-backbone", str(opts["init_backbone"])]
+    if opts["init_from"] is not None:
+        args += ["--init-from", str(opts["init_from"])]
+    args += ["--scale-range", ",".join(str(v) for v in opts["scale_range"])]
     args += ["--output", str(opts["output"])]
     return shlex.join(args)
 
@@ -220,6 +234,11 @@ def _prepare_state_dir(state_dir: Path, resume: Optional[Path], force: bool) -> 
 @click.option("--half/--no-half", default=True, show_default=True, help="Store the checkpoint's weights as fp16 (half the file).")
 @click.option("--init-backbone", type=click.Path(path_type=Path, dir_okay=False), metavar="PATH",
               help="Start the backbone from torchvision ImageNet weights (a .pth state dict, read with weights_only).")
+@click.option("--init-from", type=click.Path(path_type=Path, dir_okay=False), metavar="CKPT",
+              help="Fine-tune: start the whole model from this float checkpoint (same config; loaded safely).")
+@click.option("--scale-range", "scale_range_text", default="0.75,1.35", show_default=True, metavar="LO,HI",
+              help="Augmentation: each sample is resized to the crop height times a log-uniform factor in [LO, HI] "
+              "(above 1 the crop shows part of a person larger than the crop, as a 1024 px person-box input does).")
 @click.option("--eval-images", default=100, show_default=True, type=click.IntRange(0),
               help="Held-out images to score at the end (synthetic: freshly generated; folder/COCO: split off).")
 @click.option("--synthetic-images", default=None, type=click.IntRange(1),
@@ -277,7 +296,14 @@ def train_demo_command(reporter: Reporter, **opts: Any) -> int:
     if opts["init_backbone"] is not None and resume_state is None:
         copied = _load_backbone_weights(model, opts["init_backbone"])
         reporter.line(f"backbone: {copied} tensors from {opts['init_backbone']}")
-    transform = TrainTransform(opts["crop"], config.input.mean, config.input.std)
+    if opts["init_from"] is not None and resume_state is None:
+        from ..checkpoint import load_checkpoint
+
+        start = load_checkpoint(opts["init_from"], config.name)
+        model.load_state_dict(start.state_dict, strict=True)
+        reporter.line(f"fine-tuning from {opts['init_from']} ({start.config.name}, sha256 {start.sha256[:12]})")
+    opts["scale_range"] = parse_scale_range(opts.pop("scale_range_text"))
+    transform = TrainTransform(opts["crop"], config.input.mean, config.input.std, scale_range=opts["scale_range"])
     options = TrainOptions(
         steps=opts["steps"], batch_size=opts["batch_size"], lr=opts["lr"], optimizer=opts["optimizer"],
         warmup_steps=min(opts["warmup"], opts["steps"] // 2), bn_momentum=opts["bn_momentum"], seed=opts["seed"],
@@ -313,6 +339,7 @@ def train_demo_command(reporter: Reporter, **opts: Any) -> int:
         "recipe": {k: v for k, v in options.to_dict().items() if k not in ("output_dir", "progress", "device")},
         "precise_bn_batches": used_bn,
         "init_backbone": None if opts["init_backbone"] is None else str(opts["init_backbone"]),
+        "init_from": None if opts["init_from"] is None else str(opts["init_from"]),
         "torch_version": torch.__version__,
     }
     save_checkpoint(output, model.state_dict(), config, meta=meta, half=opts["half"], force=opts["force"])

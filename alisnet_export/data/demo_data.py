@@ -67,8 +67,10 @@ class DemoDataOptions:
     frame_margin: int = 20  # no training frame this close to a held-out one
     frame_stride: int = 3  # every Nth frame before the margin is labelled for training
     crops_per_frame: int = 4
-    crops_per_photo: int = 40
+    crops_per_photo: int = 100
     composites: int = 1200
+    portrait_composites: float = 0.5  # share of composites with one large person from the person photos
+    portrait_height_range: tuple[float, float] = (0.8, 1.9)  # person height / crop height (above 1: cut off)
     background_crops: int = 400  # person-free portrait crops of the background photos (empty masks)
     scene_crops: int = 100  # ... of the video's empty scene (the median background)
     synthetic: int = 400  # synthetic people (exact masks) from alisnet_export.data.synthetic
@@ -254,7 +256,8 @@ def build_demo_dataset(sources: FetchedSources, out_dir: str | Path, options: De
     train = _Writer(out_dir / "train", "jpeg")
     cutouts = _video_samples(train, frames, train_idx, scene, teacher, options, progress)
     del frames
-    cutouts += _photo_samples(train, sources, teacher, options, used, progress)
+    photo_cutouts = _photo_samples(train, sources, teacher, options, used, progress)
+    cutouts += photo_cutouts
     backgrounds = _backgrounds(sources, options, used, scene)
     _say(progress, f"copy-paste: {options.composites} composites from {len(cutouts)} cut-outs on "
                    f"{len(backgrounds)} backgrounds; {options.background_crops + options.scene_crops} person-free crops")
@@ -262,7 +265,13 @@ def build_demo_dataset(sources: FetchedSources, out_dir: str | Path, options: De
     names = sorted(backgrounds)
     for k in range(options.composites):
         bg = names[int(rng.integers(len(names)))]
-        image, mask, pasted = composite_portrait(rng, backgrounds[bg], cutouts, size)
+        if photo_cutouts and rng.random() < options.portrait_composites:
+            # the paper's framing: one person filling the crop (head and torso, or the whole body), as the
+            # model sees a person-box crop at 1024 px; the video's pedestrians are too small for that
+            image, mask, pasted = composite_portrait(rng, backgrounds[bg], photo_cutouts, size, max_people=2,
+                                                     height_range=options.portrait_height_range)
+        else:
+            image, mask, pasted = composite_portrait(rng, backgrounds[bg], cutouts, size)
         train.add(f"composite_{k:05d}", image, mask, "composite", [bg, *pasted])
     for k in range(options.background_crops):
         bg = names[int(rng.integers(len(names)))]
