@@ -219,10 +219,10 @@ def test_palettized_4bit_package_has_lookup_tables(run_cli, tmp_path, native_ckp
     code, out, err = run_cli("coreml", native_ckpt, "--weights", "palettize4", "--no-pointrend", *SMALL, "-o", tmp_path,
                              "--json")
     assert code == 0, err
-    entry = read_manifest(tmp_path / "alisnet_mnasnet-palettized4-weights.manifest.json")["artifacts"][0]
+    result = json.loads(out)
+    entry = read_manifest(Path(result["manifest"]))["artifacts"][0]
     assert entry["precision"] == "palettized4-weights" and entry["quantization"]["scheme"] == "coreml-palettize-weights"
-    report = check_package(tmp_path / "alisnet_mnasnet-palettized4-weights.mlpackage",
-                           PackageExpectation(weights="palettize4", pointrend=False))
+    report = check_package(Path(result["artifact"]), PackageExpectation(weights="palettize4", pointrend=False))
     assert report["passed"], report["checks"]
     assert report["ops"]["constexpr_lut_to_dense"] >= 40 and "topk" not in report["ops"]
     assert entry["size_bytes"] < 0.7 * int8_image.entry["size_bytes"]
