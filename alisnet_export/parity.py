@@ -145,6 +145,9 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
                        max_image_boundary_p95_px=4.0, max_width_drift_px=4),
     "int8-weights": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
                                max_image_boundary_p95_px=4.0, max_width_drift_px=4),
+    # Core ML 4-bit palettized weights, fp16 activations: judged like int8 weights
+    "palettized4-weights": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
+                                      max_image_boundary_p95_px=4.0, max_width_drift_px=4),
 }
 
 

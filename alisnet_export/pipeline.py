@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .checkpoint import atomic_write, sha256_file
-from .errors import OutputError
+from .errors import EnvironmentProblem, OutputError
 from .exporters.base import ArtifactInfo, Exporter, ExportJob
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
@@ -54,6 +54,7 @@ GOLDEN_TOLERANCES: dict[str, dict[str, Any]] = {
     "float16": {"self_max_abs": 0.05, "reference_max_abs": 0.1, "reference_min_mask_iou": 0.99},
     "int8": {"self_max_abs": 0.1, "reference_max_abs": None, "reference_min_mask_iou": 0.95},
     "int8-weights": {"self_max_abs": 0.05, "reference_max_abs": None, "reference_min_mask_iou": 0.97},
+    "palettized4-weights": {"self_max_abs": 0.05, "reference_max_abs": None, "reference_min_mask_iou": 0.95},
 }
 
 
@@ -80,8 +81,10 @@ class ArtifactRecord:
     report: Optional[ParityReport]
     export_seconds: float
     parity_seconds: float
-    golden_logits: np.ndarray
+    golden_logits: Optional[np.ndarray]  # None when the artifact cannot run here
     files: dict[str, Path] = field(default_factory=dict)
+    #: why parity did not run (--no-parity, or the runtime cannot run on this platform)
+    not_run_reason: Optional[str] = None
 
     @property
     def passed(self) -> bool:
@@ -145,14 +148,20 @@ def produce_artifact(
         start = time.perf_counter()
         info = exporter.export(job, tmp)
         export_seconds = time.perf_counter() - start
-        runner = runner_for(exporter.format)(tmp)
+        not_run_reason = None if run_parity_gate else "skipped with --no-parity"
+        try:
+            runner = runner_for(exporter.format)(tmp)
+        except EnvironmentProblem as exc:
+            if not exporter.checks_without_runtime:
+                raise
+            runner, not_run_reason = None, str(exc)  # e.g. Core ML off macOS: info.checks stand in
         start = time.perf_counter()
         report: Optional[ParityReport] = None
-        if run_parity_gate:
+        if run_parity_gate and runner is not None:
             report = run_parity(reference, runner, reference.inputs, artifact=paths["artifact"].name,
                                 format=exporter.format, precision=job.precision,
                                 thresholds=thresholds or default_thresholds(job.precision), progress=progress)
-        golden_logits = runner(golden_input)
+        golden_logits = runner(golden_input) if runner is not None else None
         parity_seconds = time.perf_counter() - start
         for suffix, text in info.sidecars.items():
             if suffix not in paths:
@@ -174,19 +183,24 @@ def produce_artifact(
         "precision": job.precision,
         "quantization": info.quantization,
         "runtime": info.runtime,
-        "parity": _parity_entry(report, paths["parity"].name),
+        "parity": _parity_entry(report, paths["parity"].name, not_run_reason, info.checks),
         "golden_tolerances": GOLDEN_TOLERANCES[job.precision],
     }
     if info.metadata:
         entry["metadata"] = info.metadata
     if report is None:
         paths.pop("parity")
-    return ArtifactRecord(artifact, entry, info, report, export_seconds, parity_seconds, golden_logits, paths)
+    return ArtifactRecord(artifact, entry, info, report, export_seconds, parity_seconds, golden_logits, paths,
+                          not_run_reason if report is None else None)
 
 
-def _parity_entry(report: Optional[ParityReport], report_file: str) -> dict[str, Any]:
+def _parity_entry(report: Optional[ParityReport], report_file: str, not_run_reason: Optional[str],
+                  checks: dict[str, Any]) -> dict[str, Any]:
     if report is None:
-        return {"status": "not_run", "reason": "skipped with --no-parity"}
+        entry: dict[str, Any] = {"status": "not_run", "reason": not_run_reason or "not run"}
+        if checks:
+            entry["checked_instead"] = checks
+        return entry
     return {"status": "passed" if report.passed else "failed", "summary": report.summary(),
             "thresholds": report.thresholds.to_dict(), "report": report_file,
             "failures": [g.describe() for g in report.failures]}
@@ -260,8 +274,9 @@ def export_single(
         "input": golden_input,
         "logits.float": reference_logits,
         "mask.float": (reference_logits[0, 1] > reference_logits[0, 0]).astype(np.uint8),
-        f"logits.{record.entry['id']}": record.golden_logits,
     }
+    if record.golden_logits is not None:  # absent when the artifact cannot run here (Core ML off macOS)
+        tensors[f"logits.{record.entry['id']}"] = record.golden_logits
     data = encode_golden(tensors)
     atomic_write(golden_path, lambda p: p.write_bytes(data), force=True)
     manifest = build_manifest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message=".*is deprecated.*")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.macos`` tests (Core ML prediction) run on a Mac only; elsewhere they skip with the reason."""
+    if platform.system() == "Darwin":
+        return
+    skip = pytest.mark.skip(reason="Core ML prediction needs macOS")
+    for item in items:
+        if item.get_closest_marker("macos") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,7 @@ def run_export(
         qat_model, reference, _ = load_qat_model(loaded)
     else:
         reference = loaded.build_model()
-    bounds = bounds or exporter.default_bounds
+    bounds = exporter.bounds_for(cfg, bounds)
     name = name or f"{cfg.name}-{precision}"
     check_writable(single_export_paths(exporter, output, name), force)  # fail before any work
     reporter.line(f"alisnet-export {exporter.format}: {cfg.name} from {loaded.path} ({loaded.source_format}"
@@ -167,6 +167,9 @@ _SCHEME_TEXT = {
     "eager-qat": "int8 converted from the QAT checkpoint",
     "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
     "none": "float32, not quantized",
+    "fp16": "float16 weights and compute (Core ML)",
+    "coreml-linear-weights": "int8 weights (linear, per channel), float16 compute (Core ML)",
+    "coreml-palettize-weights": "4-bit palettized weights, float16 compute (Core ML)",
 }
 
 
@@ -178,15 +181,26 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
     detail = ""
     if exporter.format == "ptl":
         detail = f", bytecode v{runtime['bytecode_version']}, {len(runtime['operators'])} operators"
+    elif exporter.format == "coreml":
+        target = runtime["deployment_target"]
+        detail = (f", ML Program for iOS {target['ios']}+ / macOS {target['macos']}+, {runtime['input']['type']} input, "
+                  f"{len(runtime['operators'])} op types")
     reporter.line("")
     reporter.table([
         ("artifact", f"{record.path}  {human_size(entry['size_bytes'])}{detail}"),
         ("precision", _SCHEME_TEXT.get(scheme, scheme)),
         ("parity", _parity_text(record)),
-        ("also wrote", ", ".join(str(p.name) for k, p in record.files.items() if k != "artifact")
-         + f", {outcome.manifest_path.name}, {outcome.golden_path.name}"),
+        ("also wrote", ", ".join([*(str(p.name) for k, p in record.files.items() if k != "artifact"),
+                                  outcome.manifest_path.name, outcome.golden_path.name])),
         ("time", f"export {record.export_seconds:.1f} s, parity {record.parity_seconds:.1f} s, total {seconds:.1f} s"),
     ])
+    if record.report is None and record.info.checks:
+        reporter.line("")
+        reporter.line(f"Parity was NOT run: {record.not_run_reason.split(' (')[0].split(';')[0]}. "
+                      "The artifact was written but not compared with the float model here.", bold=True)
+        reporter.line("Checked instead, without predicting (also in the manifest's parity.checked_instead):")
+        for line in _checks_lines(record.info.checks):
+            reporter.line(f"  {line}")
     if record.report is not None and not record.report.passed:
         reporter.line("")
         reporter.line(f"PARITY FAILED: {record.path.name} does not match the float model; it is marked 'failed' "
@@ -196,7 +210,8 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
         return
     reporter.line("")
     reporter.line("Next steps:")
-    reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it any time, e.g. in CI")
+    where = "on a Mac" if exporter.format == "coreml" else "any time, e.g. in CI"
+    reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it {where}")
     harness = "android_harness/ or ios_harness/" if exporter.format in ("ptl", "pte") else "ios_harness/"
     reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
                   f"your app; {harness} README shows how")
@@ -205,12 +220,17 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
 def _parity_text(record) -> str:
     report = record.report
     if report is None:
-        return "NOT RUN (--no-parity)"
+        return f"NOT RUN: {record.not_run_reason or 'skipped'}"
     s = report.summary()
     verdict = "PASSED" if report.passed else "FAILED"
     return (f"{verdict}  {s['images']} images: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), "
             f"boundary {s['mean_boundary_px']:.2f} px mean / {s['max_boundary_p95_px']:.1f} px p95, "
             f"max |dlogit| {s['max_abs_logit']:.3g}, width drift <= {s['max_width_drift_px']} px")
+
+
+def _checks_lines(checks: dict[str, Any]) -> list[str]:
+    """The exporter's own checks, one per line: what was verified without running the artifact."""
+    return [f"{'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}" for c in checks.get("checks", [])]
 
 
 def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -248,4 +268,48 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
                       **_common_kwargs(kwargs))
 
 
-COMMANDS = [ptl_command]
+def _size_pair(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected HEIGHTxWIDTH, e.g. 256x192") from None
+    return h, w
+
+
+@click.command("coreml")
+@model_options
+@click.option("--weights", type=click.Choice(["fp16", "int8", "palettize4"]), default="fp16", show_default=True,
+              help="fp16 weights; int8 (linear, per channel) or 4-bit palettized weights. Compute is fp16 either way.")
+@click.option("--image-input", is_flag=True,
+              help="Take an RGB image (CVPixelBuffer) instead of a normalised float array; normalisation is done "
+                   "inside the package, exactly (Core ML's own image scale is one scalar, so 1/std is a model op).")
+@click.option("--min-size", default="64x64", show_default=True, metavar="HxW",
+              help="Smallest input the package accepts (multiples of 32). PointRend also needs H x W >= its point "
+                   "budget (recorded as min_pixels).")
+@click.option("--max-size", default="4096x4096", show_default=True, metavar="HxW",
+              help="Largest input the package accepts (multiples of 32).")
+@export_options
+@pass_reporter
+def coreml_command(reporter: Reporter, weights: str, image_input: bool, min_size: str, max_size: str,
+                   **kwargs: Any) -> int:
+    """Export CKPT to a Core ML ML Program (.mlpackage, iOS 16+) with flexible H and W.
+
+    \b
+    Converted from torch.export (not TorchScript), fp16 compute; --weights int8 / palettize4
+    compress the weights. Core ML cannot predict on Linux: there the parity gate is recorded as
+    'not_run' with the reason, and what can be checked without predicting is checked instead (the
+    package reloads, its input/output names, types and size ranges, op set, deployment target and
+    weight compression) and written to the manifest. Run the parity on a Mac:
+    `alisnet-export parity NAME.mlpackage --reference CKPT`.
+    Writes NAME.mlpackage/, NAME.manifest.json, NAME.golden.algv (and NAME.parity.json on macOS).
+    """
+    from ..exporters.base import SizeBounds
+    from ..exporters.coreml import WEIGHT_MODES, CoreMLExporter
+
+    bounds = SizeBounds(min_hw=_size_pair(min_size), max_hw=_size_pair(max_size))
+    precision = WEIGHT_MODES[weights][0]
+    return run_export(CoreMLExporter(), reporter=reporter, precision=precision, options={"image_input": image_input},
+                      bounds=bounds, **_common_kwargs(kwargs))
+
+
+COMMANDS = [ptl_command, coreml_command]

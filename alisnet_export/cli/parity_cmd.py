@@ -29,7 +29,7 @@ def _threshold_options(f):
               help="Photos (files or folders). Default: the built-in public-domain samples.")
 @click.option("--height", type=click.IntRange(64, 4096), help="Input height (default: the manifest's, else 1024).")
 @click.option("--no-person-crops", is_flag=True, help="Whole photos only (default adds a person crop per photo).")
-@click.option("--precision", type=click.Choice(["float32", "float16", "int8", "int8-weights"]),
+@click.option("--precision", type=click.Choice(["float32", "float16", "int8", "int8-weights", "palettized4-weights"]),
               help="Gates to apply to an artifact that has no manifest beside it.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Write JUnit XML: one testcase per image x gate.")

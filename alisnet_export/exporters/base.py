@@ -84,6 +84,8 @@ class ArtifactInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: extra files written next to the artifact: suffix (e.g. ".ops.yaml") -> text
     sidecars: dict[str, str] = field(default_factory=dict)
+    #: the exporter's own checks of the written artifact (recorded when its runtime cannot run here)
+    checks: dict[str, Any] = field(default_factory=dict)
 
 
 class Exporter(abc.ABC):
@@ -97,10 +99,18 @@ class Exporter(abc.ABC):
     default_bounds: ClassVar[SizeBounds] = SizeBounds()
     #: suffixes of the extra files :attr:`ArtifactInfo.sidecars` may hold (checked for existence up front)
     sidecar_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: when the format's runner cannot run on this platform (it raises EnvironmentProblem, e.g. Core ML
+    #: off macOS), still write the artifact: parity is recorded 'not_run' with the reason, and
+    #: :attr:`ArtifactInfo.checks` (what could be checked without running it) stands in
+    checks_without_runtime: ClassVar[bool] = False
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
             raise ExportError(f"{self.format}: precision {precision!r} not supported; choose from {', '.join(self.precisions)}")
+
+    def bounds_for(self, config: Any, requested: Optional[SizeBounds] = None) -> SizeBounds:
+        """The input sizes the artifact for ``config`` accepts: ``requested`` (default: :attr:`default_bounds`)."""
+        return requested or self.default_bounds
 
     @abc.abstractmethod
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:

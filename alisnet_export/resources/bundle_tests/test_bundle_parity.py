@@ -88,6 +88,18 @@ def _runner(entry, folder: Path):
         model = ct.models.MLModel(str(path))
         spec = model.get_spec()
         in_name, out_name = spec.description.input[0].name, spec.description.output[0].name
+        if spec.description.input[0].type.WhichOneof("Type") == "imageType":  # --image-input: feed 8-bit RGB
+            from PIL import Image
+
+            user = dict(spec.description.metadata.userDefined)
+            mean = np.asarray(json.loads(user["alisnet.mean"]), np.float32).reshape(3, 1, 1)
+            std = np.asarray(json.loads(user["alisnet.std"]), np.float32).reshape(3, 1, 1)
+
+            def to_image(x):
+                pixels = np.clip(np.rint((x[0] * std + mean) * 255.0), 0, 255).astype(np.uint8)
+                return Image.fromarray(pixels.transpose(1, 2, 0), mode="RGB")
+
+            return lambda x: np.asarray(model.predict({in_name: to_image(x)})[out_name], dtype=np.float32)
         return lambda x: np.asarray(model.predict({in_name: x})[out_name], dtype=np.float32)
     pytest.fail(f"unknown artifact format {fmt!r} in the manifest")
 
@@ -204,6 +216,7 @@ def test_golden_vectors(manifest_path, manifest, entry):
     run = _runner(entry, manifest_path.parent)
     out = run(np.ascontiguousarray(x))
     tol = entry["golden_tolerances"]
-    recorded = golden[f"logits.{entry['id']}"]
-    assert np.abs(out - recorded).max() <= tol["self_max_abs"], "output differs from the one recorded at export"
+    recorded = golden.get(f"logits.{entry['id']}")  # absent when the exporting machine could not run it (Core ML on Linux)
+    if recorded is not None:
+        assert np.abs(out - recorded).max() <= tol["self_max_abs"], "output differs from the one recorded at export"
     assert _iou(_mask(out), golden["mask.float"].astype(bool)) >= tol["reference_min_mask_iou"]
