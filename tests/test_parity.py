@@ -156,11 +156,17 @@ def test_parity_fails_on_a_perturbed_weight_and_a_modified_file(run_cli, float_e
     shutil.copytree(float_export, tmp_path / "swapped")
     shutil.copy(tmp_path / "p" / "alisnet_mobilenetv2-float32.ptl", tmp_path / "swapped")
     code, out, err = run_cli("parity", tmp_path / "swapped" / "alisnet_mobilenetv2-float32.ptl",
-                             "--reference", random_mbv2_ckpt, "--json")
+                             "--reference", random_mbv2_ckpt, "--json", "--report", tmp_path / "report")
     assert code == 1
     result = json.loads(out)["results"][0]
     assert result["integrity_problems"] and "modified after export" in result["integrity_problems"][0]
     assert any("max_abs_logit" in f for f in result["failures"])
+    # the report a person opens says which gates failed on which image, and shows the masks
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "**Overall: FAILED**" in page and "Failed gates:" in page
+    worst = min(result["images"], key=lambda m: m["mask_iou"])["name"]
+    assert f"`{worst}: max_abs_logit" in page and "artifact_sha256_matches_manifest" in page
+    assert list((tmp_path / "report").glob("*.diff.png"))
 
 
 def test_parity_bad_inputs_are_clear_errors(run_cli, float_export, random_mbv2_ckpt, tmp_path):
