@@ -72,7 +72,8 @@ class EvalTarget:
         c = self.size_constraints
         if not c:
             return
-        lo_h, hi_h, lo_w, hi_w = c.get("min_height", 0), c.get("max_height", 1 << 30), c.get("min_width", 0), c.get("max_width", 1 << 30)
+        lo_h, hi_h = c.get("min_height", 0), c.get("max_height", 1 << 30)
+        lo_w, hi_w = c.get("min_width", 0), c.get("max_width", 1 << 30)
         if not (lo_h <= h <= hi_h and lo_w <= w <= hi_w):
             raise DataError(
                 f"{image}: its crop resizes to {h}x{w}, outside what {self.path} accepts (height {lo_h}..{hi_h}, "

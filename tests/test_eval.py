@@ -119,16 +119,21 @@ def test_checkpoint_and_its_float_ptl_side_by_side(run_cli, dataset, float_ptl, 
 
 
 def test_coco_file_gives_the_same_numbers_as_the_folder(run_cli, dataset, coco, random_mbv2_ckpt):
+    boxes = dataset.parent / "boxes.json"  # the masks' own boxes, given as a box file
+    boxes.write_text(json.dumps({p.stem: list(person_box(np.asarray(Image.open(p)) > 127))
+                                 for p in sorted((dataset / "masks").iterdir())}))
     runs = {}
-    for name, args in (("folder", ["--data", dataset]), ("coco", ["--coco", coco, "--images", dataset / "images"]),
+    for name, args in (("folder", ["--data", dataset]), ("box-file", ["--data", dataset, "--boxes", boxes]), ("coco", ["--coco", coco, "--images", dataset / "images"]),
                        ("coco-boxes", ["--coco", coco, "--images", dataset / "images", "--coco-boxes"])):
         code, out, err = run_cli("eval", random_mbv2_ckpt, *args, "--height", "256", "--json", "--max-images", "2")
         assert code == 0, err
         runs[name] = json.loads(out)
     ious = {k: [r["iou"][random_mbv2_ckpt.name] for r in v["images"]] for k, v in runs.items()}
     assert len(ious["folder"]) == 2
-    assert ious["coco"] == pytest.approx(ious["folder"]) and ious["coco-boxes"] == pytest.approx(ious["folder"])
-    assert [r["crop"] for r in runs["coco-boxes"]["images"]] == [r["crop"] for r in runs["folder"]["images"]]
+    for name in ("coco", "coco-boxes", "box-file"):
+        assert ious[name] == pytest.approx(ious["folder"])
+        assert [r["crop"] for r in runs[name]["images"]] == [r["crop"] for r in runs["folder"]["images"]]
+    assert {r["box_source"] for r in runs["box-file"]["images"]} == {"given"}
 
 
 def test_demo_data_root_is_scored_on_its_heldout_set(run_cli, dataset, random_mbv2_ckpt, tmp_path):
@@ -168,6 +173,14 @@ def test_bad_inputs_are_clear_errors(run_cli, dataset, random_mbv2_ckpt, tmp_pat
 
     code, out, err = run_cli("eval", random_mbv2_ckpt)
     assert code == 3 and "--data DIR" in err
+
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"000000": [0, 0, 50, 80]}))
+    code, out, err = run_cli("eval", random_mbv2_ckpt, "--data", dataset, "--boxes", boxes)
+    assert code == 3 and "no box for 3 image(s): 000001.png" in err
+    boxes.write_text(json.dumps({"000000": [50, 0, 10, 80]}))
+    code, out, err = run_cli("eval", random_mbv2_ckpt, "--data", dataset, "--boxes", boxes)
+    assert code == 3 and "expected [x0, y0, x1, y1] with x1 > x0" in err
 
     code, out, err = run_cli("eval", random_mbv2_ckpt, "--data", dataset, "--height", "100")
     assert code == 3 and "multiple of 32" in err
