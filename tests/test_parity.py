@@ -68,6 +68,28 @@ def test_gates_pass_and_fail_by_threshold_and_empty_reports_fail():
     assert not empty.passed
 
 
+def _junit_cases(path):
+    """Parse the JUnit file with junitparser (a JUnit/xUnit XML library, pinned in the test extra) and check
+    that the statistics we wrote agree with the ones it recomputes from the test cases. Returns
+    ``{"SUITE/CASE": passed}``."""
+    junitparser = pytest.importorskip("junitparser", reason="the test extra is not installed: pip install -e '.[test]'")
+    xml = junitparser.JUnitXml.fromfile(str(path))
+    assert isinstance(xml, junitparser.JUnitXml)  # a <testsuites> root
+    stated = {suite.name: (suite.tests, suite.failures, suite.errors, suite.skipped) for suite in xml}
+    stated_total = (xml.tests, xml.failures)
+    cases = {}
+    for suite in xml:
+        for case in suite:
+            assert case.name and case.classname == suite.name
+            for result in case.result:
+                assert isinstance(result, junitparser.Failure) and result.message
+            cases[f"{suite.name}/{case.name}"] = case.is_passed
+    xml.update_statistics()  # recompute from the cases
+    assert {suite.name: (suite.tests, suite.failures, suite.errors, suite.skipped) for suite in xml} == stated
+    assert (xml.tests, xml.failures) == stated_total
+    return cases
+
+
 @pytest.fixture(scope="module")
 def float_export(tmp_path_factory, random_mbv2_ckpt):
     from alisnet_export.cli import main
@@ -88,6 +110,10 @@ def test_parity_command_passes_on_the_real_artifact_with_reports(run_cli, float_
     assert result["ok"] and result["height"] == 256 and result["results"][0]["status"] == "passed"
     root = ET.parse(junit).getroot()
     assert root.tag == "testsuites" and int(root.get("failures")) == 0 and int(root.get("tests")) >= 2
+    cases = _junit_cases(junit)
+    assert len(cases) == int(root.get("tests")) and all(cases.values())
+    images = {name.split("/")[1].rsplit(".", 1)[0] for name in cases} - {"mean"}
+    assert images == {m["name"] for m in result["results"][0]["images"]}  # one testcase per image x gate
     html = (report / "report.html").read_text()
     assert "PASSED" in html and ".diff.png" in html
     assert list(report.glob("*.diff.png"))
@@ -111,6 +137,8 @@ def test_parity_fails_on_a_manifest_with_the_wrong_normalisation(run_cli, float_
     root = ET.parse(junit).getroot()
     assert int(root.get("failures")) >= 1
     assert root.find(".//failure") is not None
+    cases = _junit_cases(junit)
+    assert sum(not ok for ok in cases.values()) == len(failures)
     assert "FAILED" in (tmp_path / "report" / "report.html").read_text()
 
 
@@ -128,11 +156,17 @@ def test_parity_fails_on_a_perturbed_weight_and_a_modified_file(run_cli, float_e
     shutil.copytree(float_export, tmp_path / "swapped")
     shutil.copy(tmp_path / "p" / "alisnet_mobilenetv2-float32.ptl", tmp_path / "swapped")
     code, out, err = run_cli("parity", tmp_path / "swapped" / "alisnet_mobilenetv2-float32.ptl",
-                             "--reference", random_mbv2_ckpt, "--json")
+                             "--reference", random_mbv2_ckpt, "--json", "--report", tmp_path / "report")
     assert code == 1
     result = json.loads(out)["results"][0]
     assert result["integrity_problems"] and "modified after export" in result["integrity_problems"][0]
     assert any("max_abs_logit" in f for f in result["failures"])
+    # the report a person opens says which gates failed on which image, and shows the masks
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "**Overall: FAILED**" in page and "Failed gates:" in page
+    worst = min(result["images"], key=lambda m: m["mask_iou"])["name"]
+    assert f"`{worst}: max_abs_logit" in page and "artifact_sha256_matches_manifest" in page
+    assert list((tmp_path / "report").glob("*.diff.png"))
 
 
 def test_parity_bad_inputs_are_clear_errors(run_cli, float_export, random_mbv2_ckpt, tmp_path):

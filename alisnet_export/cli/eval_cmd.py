@@ -1,0 +1,101 @@
+"""``alisnet-export eval``: the paper's accuracy metric on ground truth, several models side by side."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ._common import Reporter, json_option, pass_reporter, resolve_checkpoint
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("eval")
+@click.argument("targets", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Folder with images/ and masks/ (same file stems; any non-zero mask pixel is the person). "
+              "The root written by `alisnet-export demo-data` works too (its heldout/ set is used).")
+@click.option("--coco", type=click.Path(path_type=Path, dir_okay=False),
+              help="COCO-style JSON; every person instance of an image is merged into one mask, crowds are ignored.")
+@click.option("--images", "coco_images", type=click.Path(path_type=Path, file_okay=False),
+              help="With --coco: the folder its file names are relative to.")
+@click.option("--boxes", type=click.Path(path_type=Path, dir_okay=False),
+              help='Person boxes instead of the mask\'s box: JSON {"IMAGE_STEM": [x0, y0, x1, y1], ...}.')
+@click.option("--coco-boxes", is_flag=True, help="With --coco: crop to the union of the person instances' bbox fields.")
+@click.option("--height", default=1024, show_default=True, type=click.IntRange(64, 4096),
+              help="Network input height (multiple of 32); the paper uses 1024.")
+@click.option("--margin", type=click.FloatRange(0, 1), default=None,
+              help="Margin added around the person box on each side (default: the config's, 0.10 as in the paper).")
+@click.option("--config", metavar="NAME|FILE.json",
+              help="Config for checkpoints without one, and the preprocessing of artifacts without a manifest.")
+@click.option("--max-images", type=click.IntRange(1), help="Score only the first N images.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False),
+              help="Also write eval.md, eval.json and per_image.csv into this folder.")
+@json_option
+@pass_reporter
+def eval_command(targets, data: Optional[Path], coco: Optional[Path], coco_images: Optional[Path], boxes: Optional[Path],
+                 coco_boxes: bool, height: int, margin: Optional[float], config: Optional[str], max_images: Optional[int],
+                 output: Optional[Path], as_json: bool, reporter: Reporter) -> int:
+    """Score TARGETs on ground truth with the paper's metric: per-image person IoU, mean ± std in % (Eq. 1).
+
+    \b
+    TARGET: a float checkpoint (.pth/.pkl; default: the embedded demo checkpoint), or an artifact
+    (.ptl, .pte, .onnx, .mlpackage, NAME.manifest.json or a bundle folder), run by its runtime with the
+    preprocessing of the manifest beside it. Give several to compare float and each export on one table.
+    Each image is cropped to the person box (from the mask, --boxes or --coco-boxes) + 10% margin and
+    resized to --height; the logits are upsampled back to the crop and compared with the cropped mask
+    (see docs/evaluation.md). Artifacts that cannot run here (Core ML off macOS) are listed as skipped.
+    """
+    import itertools
+    import json
+
+    from tqdm import tqdm
+
+    from ..checkpoint import atomic_write
+    from ..errors import DataError, EnvironmentProblem
+    from ..paper_eval import evaluate_targets, open_dataset, open_targets
+
+    if height % 32:
+        raise DataError(f"--height {height} is not a multiple of 32")
+    if coco_boxes and coco is None:
+        raise DataError("--coco-boxes needs --coco FILE.json (the boxes come from its annotations)")
+    description, count, items = open_dataset(data=data, coco=coco, images=coco_images, boxes=boxes, coco_boxes=coco_boxes)
+    paths = list(targets) or [resolve_checkpoint(None)]
+    opened = open_targets(paths, config)
+    if margin is None:
+        margins = {t.info.get("crop_margin") for t in opened if t.info.get("crop_margin") is not None}
+        margin = margins.pop() if len(margins) == 1 else 0.10
+    runnable = [t for t in opened if t.skipped is None]
+    for t in opened:
+        reporter.line(f"{t.label}: {t.kind}, {t.format}, {t.precision}" + (f" - skipped: {t.skipped}" if t.skipped else ""),
+                      fg="yellow" if t.skipped else None)
+    if not runnable:
+        raise EnvironmentProblem("none of the targets can run on this machine: " + "; ".join(t.skipped for t in opened))
+    total = min(count, max_images) if max_images else count
+    reporter.line(f"evaluating {len(runnable)} target(s) on {total} of {description} at height {height}", bold=True)
+    bar = tqdm(total=total, desc="eval", unit="image", file=sys.stderr, leave=False)
+    result = evaluate_targets(opened, itertools.islice(items(), total), height=height, margin=margin,
+                              progress=lambda name: bar.update(1))
+    bar.close()
+    context = {"data": description, "targets": ", ".join(str(p) for p in paths)}
+    markdown = result.markdown(context=context)
+    reporter.line("")
+    for line in markdown.splitlines()[2:]:
+        reporter.line(line)
+    payload = {"ok": True, "data": description, **result.to_dict()}
+    if output is not None:
+        files = {"markdown": output / "eval.md", "json": output / "eval.json", "csv": output / "per_image.csv"}
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write(files["markdown"], lambda p: p.write_text(markdown, encoding="utf-8"), force=True)
+        atomic_write(files["csv"], lambda p: p.write_text(result.csv(), encoding="utf-8"), force=True)
+        payload["files"] = {k: str(v) for k, v in files.items()}
+        atomic_write(files["json"], lambda p: p.write_text(json.dumps(payload, indent=2), encoding="utf-8"), force=True)
+        reporter.line(f"report: {files['markdown']}")
+    reporter.result(payload)
+    return 0
+
+
+COMMANDS = [eval_command]
