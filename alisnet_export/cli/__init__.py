@@ -46,7 +46,7 @@ def cli() -> None:
 
 
 #: one module per command group, in the order ``--help`` lists them; each exposes ``COMMANDS``
-_COMMAND_MODULES = ("inspect_cmd", "predict_cmd", "export_cmd", "parity_cmd", "train_cmd", "demo_data_cmd")
+_COMMAND_MODULES = ("inspect_cmd", "predict_cmd", "export_cmd", "onnx_cmd", "parity_cmd", "train_cmd", "demo_data_cmd")
 
 
 def _register() -> None:

@@ -101,7 +101,7 @@ def run_export(
         qat_model, reference, _ = load_qat_model(loaded)
     else:
         reference = loaded.build_model()
-    bounds = bounds or exporter.default_bounds
+    bounds = exporter.bounds_for(cfg, bounds)
     name = name or f"{cfg.name}-{precision}"
     check_writable(single_export_paths(exporter, output, name), force)  # fail before any work
     reporter.line(f"alisnet-export {exporter.format}: {cfg.name} from {loaded.path} ({loaded.source_format}"
@@ -166,6 +166,7 @@ def run_export(
 _SCHEME_TEXT = {
     "eager-qat": "int8 converted from the QAT checkpoint",
     "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
+    "ort-static-qdq": "int8 by ONNX Runtime static QDQ quantization of the convolutions (point geometry in float)",
     "none": "float32, not quantized",
 }
 
@@ -178,6 +179,8 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
     detail = ""
     if exporter.format == "ptl":
         detail = f", bytecode v{runtime['bytecode_version']}, {len(runtime['operators'])} operators"
+    elif exporter.format == "onnx":
+        detail = f", opset {runtime['opset']}, {runtime['file_format']} format, ONNX Runtime >= {runtime['min_version']}"
     reporter.line("")
     reporter.table([
         ("artifact", f"{record.path}  {human_size(entry['size_bytes'])}{detail}"),
@@ -197,6 +200,11 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
     reporter.line("")
     reporter.line("Next steps:")
     reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it any time, e.g. in CI")
+    if exporter.format == "onnx":
+        reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
+                      "your app and run it with ONNX Runtime (Android: com.microsoft.onnxruntime:onnxruntime-android, "
+                      "iOS: the onnxruntime-objc pod)")
+        return
     harness = "android_harness/ or ios_harness/" if exporter.format in ("ptl", "pte") else "ios_harness/"
     reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
                   f"your app; {harness} README shows how")

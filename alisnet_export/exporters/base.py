@@ -98,6 +98,11 @@ class Exporter(abc.ABC):
     #: suffixes of the extra files :attr:`ArtifactInfo.sidecars` may hold (checked for existence up front)
     sidecar_suffixes: ClassVar[tuple[str, ...]] = ()
 
+    def bounds_for(self, config: Any, requested: Optional[SizeBounds] = None) -> SizeBounds:
+        """Sizes the artifact of ``config`` accepts: ``requested`` (else :attr:`default_bounds`), tightened
+        where the format needs it (e.g. exported PointRend's fixed point count)."""
+        return requested or self.default_bounds
+
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
             raise ExportError(f"{self.format}: precision {precision!r} not supported; choose from {', '.join(self.precisions)}")
