@@ -57,7 +57,7 @@ def int8_export(tmp_path_factory, random_mbv2_ckpt):
     out_dir = tmp_path_factory.mktemp("onnx_int8")
     cwd = tmp_path_factory.mktemp("cwd")  # empty working directory: quantization must leave nothing here
     with _cwd(cwd):
-        code, out, err = _cli("onnx", random_mbv2_ckpt, *SMALL, "-o", out_dir)
+        code, out, err = _cli("onnx", random_mbv2_ckpt, *SMALL, "-o", out_dir, "--json")
     return code, out, err, out_dir, cwd
 
 
@@ -124,7 +124,9 @@ def test_int8_conv_nodes_are_qdq_and_a_failing_gate_exits_1(int8_export):
     code, out, err, out_dir, _ = int8_export
     # a random network's near-zero logits flip under int8: the gate must fail and say so
     assert code == 1, err
-    assert "PARITY FAILED" in out and "must not ship" in out
+    assert "PARITY FAILED" in err and "must not ship" in err
+    result = json.loads(out)  # stdout is the one JSON object, nothing the quantization tools print
+    assert result["ok"] is False and result["quantization"] == "ort-static-qdq"
     manifest = read_manifest(out_dir / f"{STEM}-int8.manifest.json")
     entry = manifest["artifacts"][0]
     assert entry["parity"]["status"] == "failed" and entry["parity"]["failures"]
@@ -167,9 +169,11 @@ def test_ort_format_runs_and_matches(float_export, float_model, tmp_path):
     from alisnet_export.exporters.onnx import convert_to_ort
 
     ort_path = tmp_path / "model.ort"
-    with _cwd(tmp_path):
-        convert_to_ort(float_export[3] / f"{STEM}-float32.onnx", ort_path)
-    assert sorted(os.listdir(tmp_path)) == ["model.ort"]
+    with _cwd(tmp_path):  # relative paths, as the CLI's default --output gives
+        os.symlink(float_export[3] / f"{STEM}-float32.onnx", "model.onnx")
+        config = convert_to_ort("model.onnx", "model.ort")
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.ort"]
+    assert "ai.onnx;18;" in config and "GridSample" in config and "TopK" in config
     runner = open_runner(ort_path)  # .ort -> the onnx runner
     assert runner.describe()["file_format"] == "ort"
     x = _photo_like(256, 224, seed=3)
@@ -219,3 +223,20 @@ def test_bounds_need_pointrend_cells_and_example_fits(mnasnet_config):
     assert pointrend_min_pixels(mnasnet_config.with_pointrend(False)) == 0
     h, w = example_size(SizeBounds(min_hw=(64, 64), max_hw=(128, 1024), min_pixels=need))
     assert h <= 128 and h * w >= need and h % 32 == 0 and w % 32 == 0
+
+
+def test_ort_flag_writes_an_ort_artifact_with_its_operator_config(run_cli, tmp_path, random_mbv2_ckpt):
+    with _cwd(tmp_path):  # relative --output, as the default `out` is
+        code, out, err = run_cli("onnx", random_mbv2_ckpt, "--float", "--ort", *SMALL, "-o", "out", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ok"] and result["parity"]["summary"]["max_abs_logit"] <= 1e-4
+    out_dir = tmp_path / "out"
+    assert sorted(os.listdir(out_dir)) == sorted(f"{STEM}-float32{s}" for s in (
+        ".ort", ".required_operators.config", ".manifest.json", ".parity.json", ".golden.algv"))
+    entry = read_manifest(out_dir / f"{STEM}-float32.manifest.json")["artifacts"][0]
+    assert entry["format"] == "onnx" and entry["file"].endswith(".ort")
+    assert entry["runtime"]["file_format"] == "ort" and entry["runtime"]["ort_optimization"]["target_platform"] == "arm"
+    assert entry["runtime"]["op_list_file"] == f"{STEM}-float32.required_operators.config"
+    assert open_runner(out_dir / f"{STEM}-float32.ort").describe()["file_format"] == "ort"
+    assert sorted(os.listdir(tmp_path)) == ["out"]

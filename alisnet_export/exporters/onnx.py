@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -203,14 +204,15 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
     float_path, dest = Path(float_path).resolve(), Path(dest).resolve()
     with _private_workdir(".alisnet-ort-quant.") as work:
         prepared = work / "prepared.onnx"
-        try:
-            quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-            quantize_static(
-                str(prepared), str(work / "quantized.onnx"), _reader(inputs, INPUT_NAME),
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=per_channel,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
+        try:  # stdout carries the --json result: keep the tools' prints off it
+            with contextlib.redirect_stdout(sys.stderr):
+                quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+                quantize_static(
+                    str(prepared), str(work / "quantized.onnx"), _reader(inputs, INPUT_NAME),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
         except Exception as exc:
             raise ExportError(f"ONNX Runtime static quantization failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
         shutil.move(str(work / "quantized.onnx"), str(dest))
@@ -223,25 +225,28 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
             "qdq_pairs": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")}
 
 
+#: the ORT converter's operator list for a minimal ONNX Runtime build, written next to an .ort artifact
+REQUIRED_OPERATORS_SUFFIX = ".required_operators.config"
 #: what the ORT converter optimises for: phones are ARM (allows int8 QDQ fusions; no x86-only NCHWc layout)
 ORT_TARGET_PLATFORM = "arm"
 
 
-def convert_to_ort(onnx_path: Path, dest: Path) -> None:
+def convert_to_ort(onnx_path: Path, dest: Path) -> str:
     """Convert ``onnx_path`` to the ORT format (ONNX Runtime Mobile and minimal builds).
 
     Graph optimisations are applied once at conversion ("Fixed" style) for :data:`ORT_TARGET_PLATFORM`;
-    the result still runs on x86 (parity runs it here), H and W stay dynamic."""
+    the result still runs on x86 (parity runs it here), H and W stay dynamic. Returns the operator
+    config for a minimal ONNX Runtime build (``--include_ops_by_config``)."""
     try:
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
     except ImportError as exc:  # pragma: no cover - the pinned onnxruntime ships it
         raise EnvironmentProblem(f"onnxruntime.tools.convert_onnx_models_to_ort is unavailable: {exc}") from None
-    onnx_path = Path(onnx_path).resolve()
+    onnx_path, dest = Path(onnx_path).resolve(), Path(dest).resolve()  # before the chdir
     with _private_workdir(".alisnet-ort-convert.") as work:
         source = work / "model.onnx"
         shutil.copyfile(onnx_path, source)
         try:
-            with contextlib.redirect_stdout(open(os.devnull, "w")):
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # it prints progress
                 convert_onnx_models_to_ort(source, output_dir=work / "out", optimization_styles=[OptimizationStyle.Fixed],
                                            target_platform=ORT_TARGET_PLATFORM)
         except Exception as exc:
@@ -249,7 +254,9 @@ def convert_to_ort(onnx_path: Path, dest: Path) -> None:
         produced = sorted((work / "out").glob("*.ort"))
         if len(produced) != 1:
             raise ExportError(f"the ORT converter wrote {len(produced)} .ort files, expected 1")
+        configs = sorted((work / "out").glob("*.config"))
         shutil.move(str(produced[0]), str(dest))
+        return configs[0].read_text(encoding="utf-8") if configs else ""
 
 
 class OnnxExporter(Exporter):
@@ -281,6 +288,7 @@ class OnnxExporter(Exporter):
             raise ExportError(f"size bounds allow H*W down to {job.bounds.min_pixels}, but the exported PointRend "
                               f"needs at least {need}; use OnnxExporter.bounds_for(config)")
         dest = Path(dest)
+        sidecars: dict[str, str] = {}
         onnx_dest = dest if dest.suffix == ".onnx" else dest.with_suffix(".onnx")
         staging = Path(tempfile.mkdtemp(prefix=".alisnet-onnx.", dir=dest.parent))
         try:
@@ -300,8 +308,10 @@ class OnnxExporter(Exporter):
                                     **job.options.get("calibration_info", {})},
                     "op_types": list(QUANT_OP_TYPES), "per_channel": per_channel,
                     "activation_type": "uint8", "weight_type": "int8",
-                    "quantized_modules": ["backbone", "head", "point_head (Conv1d as Conv)"],
-                    "float_modules": ["point selection (topk, coordinates)", "grid_sample", "scatter", "upsampling"],
+                    # Conv inputs/outputs carry QuantizeLinear/DequantizeLinear pairs; everything else computes in float
+                    "quantized_modules": ["backbone", "head", "point_rend.point_head (Conv1d as Conv)"],
+                    "float_modules": ["point_rend point selection (uncertainty, topk, point coordinates)",
+                                      "point_rend grid_sample and scatter", "upsampling (Resize)"],
                     **counts,
                 }
             else:
@@ -319,7 +329,7 @@ class OnnxExporter(Exporter):
             if dest != onnx_dest:  # .ort artifact
                 try:
                     job.log("converting to the ORT format (ONNX Runtime Mobile)")
-                    convert_to_ort(onnx_dest, dest)
+                    sidecars[REQUIRED_OPERATORS_SUFFIX] = convert_to_ort(onnx_dest, dest)
                 finally:
                     onnx_dest.unlink(missing_ok=True)
         finally:
@@ -341,10 +351,14 @@ class OnnxExporter(Exporter):
             "output": {"name": OUTPUT_NAME},
             "metadata_props": sorted(metadata_props(job.options.get("metadata", {}))),
         }
-        return ArtifactInfo(job.precision, quantization, runtime)
+        if dest.suffix == ".ort":
+            runtime["op_list_file"] = f"{job.options.get('name', dest.stem)}{REQUIRED_OPERATORS_SUFFIX}"
+        return ArtifactInfo(job.precision, quantization, runtime, sidecars=sidecars)
 
 
 class OrtExporter(OnnxExporter):
-    """The same model in the ORT format (``.ort``) for ONNX Runtime Mobile and minimal builds."""
+    """The same model in the ORT format (``.ort``) for ONNX Runtime Mobile and minimal builds, with the
+    operator config a minimal build needs (``build.sh --minimal_build --include_ops_by_config FILE``)."""
 
     suffix = ".ort"
+    sidecar_suffixes = (REQUIRED_OPERATORS_SUFFIX,)
