@@ -166,6 +166,7 @@ def run_export(
 _SCHEME_TEXT = {
     "eager-qat": "int8 converted from the QAT checkpoint",
     "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
+    "ort-static-qdq": "int8 by ONNX Runtime static QDQ quantization of the convolutions (point geometry in float)",
     "none": "float32, not quantized",
     "fp16": "float16 weights and compute (Core ML)",
     "coreml-linear-weights": "int8 weights (linear, per channel), float16 compute (Core ML)",
@@ -185,6 +186,8 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
         target = runtime["deployment_target"]
         detail = (f", ML Program for iOS {target['ios']}+ / macOS {target['macos']}+, {runtime['input']['type']} input, "
                   f"{len(runtime['operators'])} op types")
+    elif exporter.format == "onnx":
+        detail = f", opset {runtime['opset']}, {runtime['file_format']} format, ONNX Runtime >= {runtime['min_version']}"
     reporter.line("")
     reporter.table([
         ("artifact", f"{record.path}  {human_size(entry['size_bytes'])}{detail}"),
@@ -212,6 +215,11 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
     reporter.line("Next steps:")
     where = "on a Mac" if exporter.format == "coreml" else "any time, e.g. in CI"
     reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it {where}")
+    if exporter.format == "onnx":
+        reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
+                      "your app and run it with ONNX Runtime (Android: com.microsoft.onnxruntime:onnxruntime-android, "
+                      "iOS: the onnxruntime-objc pod)")
+        return
     harness = "android_harness/ or ios_harness/" if exporter.format in ("ptl", "pte") else "ios_harness/"
     reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
                   f"your app; {harness} README shows how")

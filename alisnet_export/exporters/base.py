@@ -104,13 +104,14 @@ class Exporter(abc.ABC):
     #: :attr:`ArtifactInfo.checks` (what could be checked without running it) stands in
     checks_without_runtime: ClassVar[bool] = False
 
+    def bounds_for(self, config: Any, requested: Optional[SizeBounds] = None) -> SizeBounds:
+        """Sizes the artifact of ``config`` accepts: ``requested`` (else :attr:`default_bounds`), tightened
+        where the format needs it (e.g. exported PointRend's fixed point count)."""
+        return requested or self.default_bounds
+
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
             raise ExportError(f"{self.format}: precision {precision!r} not supported; choose from {', '.join(self.precisions)}")
-
-    def bounds_for(self, config: Any, requested: Optional[SizeBounds] = None) -> SizeBounds:
-        """The input sizes the artifact for ``config`` accepts: ``requested`` (default: :attr:`default_bounds`)."""
-        return requested or self.default_bounds
 
     @abc.abstractmethod
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:

@@ -2,3 +2,4 @@
 
 from . import torch_runners  # noqa: F401
 from . import coreml_runner  # noqa: F401
+from . import onnx_runner  # noqa: F401

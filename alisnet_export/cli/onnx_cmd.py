@@ -1,0 +1,69 @@
+"""``alisnet-export onnx``: ONNX (int8 QDQ by default, or float) for ONNX Runtime, gated on parity."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+import click
+
+from ._common import Reporter, model_options, pass_reporter
+from .export_cmd import _common_kwargs, export_options, run_export
+
+__all__ = ["onnx_command", "parse_size", "COMMANDS"]
+
+
+def parse_size(text: Optional[str], option: str) -> Optional[tuple[int, int]]:
+    """``"HxW"`` -> ``(H, W)``; a clear :class:`DataError` otherwise."""
+    from ..errors import DataError
+
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise DataError(f"{option} {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 1024x768")
+    h, w = int(match.group(1)), int(match.group(2))
+    if h % 32 or w % 32 or h < 32 or w < 32:
+        raise DataError(f"{option} {text}: height and width must be positive multiples of 32 "
+                        f"(e.g. {max(32, h // 32 * 32)}x{max(32, w // 32 * 32)})")
+    return h, w
+
+
+@click.command("onnx")
+@model_options
+@click.option("--float", "float_", is_flag=True, help="Export fp32 instead of int8.")
+@click.option("--opset", type=click.IntRange(18, 21), default=18, show_default=True,
+              help="ONNX opset (the dynamo exporter needs 18 or newer; 18 runs on ONNX Runtime >= 1.14).")
+@click.option("--min-size", metavar="HxW", help="Smallest input the artifact accepts (multiples of 32). Default: 64x64.")
+@click.option("--max-size", metavar="HxW", help="Largest input the artifact accepts (multiples of 32). Default: 4096x4096.")
+@click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
+@click.option("--ort", "ort_format", is_flag=True,
+              help="Write the ORT format (.ort) for ONNX Runtime Mobile / minimal builds instead of .onnx.")
+@export_options
+@pass_reporter
+def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optional[str], max_size: Optional[str],
+                 per_tensor: bool, ort_format: bool, **kwargs: Any) -> int:
+    """Export CKPT to ONNX (int8 QDQ by default) for ONNX Runtime and gate it on parity.
+
+    \b
+    int8: ONNX Runtime static quantization (QDQ) of the convolutions, calibrated on photos; the
+    PointRend point geometry stays float. The input is `image` (1x3xHxW, H and W dynamic multiples
+    of 32), the output `logits`; the export metadata is in the model's metadata_props.
+    Writes NAME.onnx (NAME.ort with --ort), NAME.manifest.json, NAME.parity.json and
+    NAME.golden.algv into --output.
+    """
+    from ..exporters.base import SizeBounds
+    from ..exporters.onnx import OnnxExporter, OrtExporter
+
+    exporter = OrtExporter() if ort_format else OnnxExporter()
+    bounds = None
+    if min_size or max_size:
+        default = exporter.default_bounds
+        bounds = SizeBounds(min_hw=parse_size(min_size, "--min-size") or default.min_hw,
+                            max_hw=parse_size(max_size, "--max-size") or default.max_hw)
+    options = {"opset": opset, "per_channel": not per_tensor}
+    return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8", options=options,
+                      bounds=bounds, **_common_kwargs(kwargs))
+
+
+COMMANDS = [onnx_command]
