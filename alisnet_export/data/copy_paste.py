@@ -133,7 +133,7 @@ def composite_portrait(rng: np.random.Generator, background: np.ndarray, cutouts
             rgb, soft = rgb[:, ::-1], soft[:, ::-1]
         rgb = np.clip(rgb * rng.uniform(0.85, 1.15), 0, 255)  # a little lighting mismatch, as in real photos
         bottom = int(rng.uniform(0.55, 1.2) * out_h)
-        top, left = bottom - th, int(rng.uniform(-0.25 * tw, out_w - 0.75 * tw))
+        top, left = bottom - th, int(rng.uniform(*sorted((-0.25 * tw, out_w - 0.75 * tw))))  # wide poses: overlap
         ys, xs = slice(max(0, top), min(out_h, bottom)), slice(max(0, left), min(out_w, left + tw))
         if ys.start >= ys.stop or xs.start >= xs.stop:
             continue
