@@ -101,7 +101,7 @@ def run_export(
         qat_model, reference, _ = load_qat_model(loaded)
     else:
         reference = loaded.build_model()
-    bounds = bounds or exporter.default_bounds
+    bounds = exporter.size_bounds(cfg, bounds)
     name = name or f"{cfg.name}-{precision}"
     check_writable(single_export_paths(exporter, output, name), force)  # fail before any work
     reporter.line(f"alisnet-export {exporter.format}: {cfg.name} from {loaded.path} ({loaded.source_format}"
@@ -166,6 +166,7 @@ def run_export(
 _SCHEME_TEXT = {
     "eager-qat": "int8 converted from the QAT checkpoint",
     "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
+    "pt2e-ptq": "int8 backbone + head by PT2E post-training calibration (XNNPACK quantizer); PointRend float",
     "none": "float32, not quantized",
 }
 
@@ -178,10 +179,18 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
     detail = ""
     if exporter.format == "ptl":
         detail = f", bytecode v{runtime['bytecode_version']}, {len(runtime['operators'])} operators"
+    delegation = None
+    if exporter.format == "pte":
+        detail = f", ExecuTorch {runtime['executorch']}, plans {human_size(runtime['planned_memory_bytes'])} of activations"
+        delegated, portable = runtime["delegated_ops"], runtime["portable_ops"]
+        delegation = (f"{sum(delegated.values())} ops in {runtime['delegated_subgraphs']} "
+                      f"{'/'.join(runtime['delegates'])} subgraphs; {sum(portable.values())} on portable kernels: "
+                      + ", ".join(f"{k.split('::')[-1]} x{v}" for k, v in portable.items()))
     reporter.line("")
     reporter.table([
         ("artifact", f"{record.path}  {human_size(entry['size_bytes'])}{detail}"),
         ("precision", _SCHEME_TEXT.get(scheme, scheme)),
+        *([("delegation", delegation)] if delegation else []),
         ("parity", _parity_text(record)),
         ("also wrote", ", ".join(str(p.name) for k, p in record.files.items() if k != "artifact")
          + f", {outcome.manifest_path.name}, {outcome.golden_path.name}"),
@@ -248,4 +257,46 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
                       **_common_kwargs(kwargs))
 
 
-COMMANDS = [ptl_command]
+def _parse_size(value: Optional[str], option: str) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    from ..errors import DataError
+
+    parts = value.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise DataError(f"{option} {value!r}: expected HEIGHTxWIDTH in pixels, e.g. 1024x1024")
+    return int(parts[0]), int(parts[1])
+
+
+@click.command("pte")
+@model_options
+@click.option("--float", "float_", is_flag=True, help="Export fp32 instead of int8.")
+@click.option("--min-size", metavar="HxW", help="Smallest input the .pte accepts (multiples of 32). Default: 64x64.")
+@click.option("--max-size", metavar="HxW",
+              help="Largest input the .pte accepts (multiples of 32). ExecuTorch plans memory for it. Default: 1024x1024.")
+@click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
+@export_options
+@pass_reporter
+def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_size: Optional[str], per_tensor: bool,
+                **kwargs: Any) -> int:
+    """Export CKPT to an ExecuTorch .pte (XNNPACK delegate; int8 PT2E by default) and gate it on parity.
+
+    \b
+    H and W stay dynamic (multiples of 32 within --min-size..--max-size; PointRend also needs
+    H*W large enough for its fixed point budget). int8: PT2E post-training quantization of the
+    backbone and head with the XNNPACK quantizer; PointRend stays float.
+    Writes NAME.pte, NAME.manifest.json (with the delegated/portable op lists), NAME.parity.json
+    and NAME.golden.algv into --output.
+    """
+    from ..exporters.base import SizeBounds
+    from ..exporters.pte import PteExporter
+
+    exporter = PteExporter()
+    default = exporter.default_bounds
+    bounds = SizeBounds(_parse_size(min_size, "--min-size") or default.min_hw,
+                        _parse_size(max_size, "--max-size") or default.max_hw)
+    return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8",
+                      options={"per_channel": not per_tensor}, bounds=bounds, **_common_kwargs(kwargs))
+
+
+COMMANDS = [ptl_command, pte_command]

@@ -98,6 +98,11 @@ class Exporter(abc.ABC):
     #: suffixes of the extra files :attr:`ArtifactInfo.sidecars` may hold (checked for existence up front)
     sidecar_suffixes: ClassVar[tuple[str, ...]] = ()
 
+    def size_bounds(self, config: Any, requested: Optional[SizeBounds]) -> SizeBounds:
+        """The bounds an export of ``config`` accepts: ``requested`` (user options) or the default.
+        Formats whose graph constrains the size further (e.g. ``H*W`` for PointRend) tighten them."""
+        return requested or self.default_bounds
+
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
             raise ExportError(f"{self.format}: precision {precision!r} not supported; choose from {', '.join(self.precisions)}")
