@@ -86,6 +86,11 @@ def test_pte_runner_rejects_sizes_that_are_not_multiples_of_32(float_pte):
     runner = open_runner(float_pte[3] / "alisnet_mobilenetv2-float32.pte")
     with pytest.raises(DataError, match="not a multiple of 32"):
         runner(np.zeros((1, 3, 250, 192), np.float32))
+    # ExecuTorch itself would run a taller-than-exported input; the runner refuses it
+    with pytest.raises(DataError, match="larger than the 1024x1024"):
+        runner(np.zeros((1, 3, 1056, 64), np.float32))
+    with pytest.raises(DataError, match="size bounds"):  # H*W below PointRend's point budget
+        runner(np.zeros((1, 3, 64, 64), np.float32))
 
 
 def test_int8_pte_runs_and_a_failing_gate_exits_1(int8_pte, float_pte):
