@@ -167,6 +167,7 @@ _SCHEME_TEXT = {
     "eager-qat": "int8 converted from the QAT checkpoint",
     "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
     "ort-static-qdq": "int8 by ONNX Runtime static QDQ quantization of the convolutions (point geometry in float)",
+    "pt2e-ptq": "int8 backbone + head by PT2E post-training calibration (XNNPACK quantizer); PointRend float",
     "none": "float32, not quantized",
     "fp16": "float16 weights and compute (Core ML)",
     "coreml-linear-weights": "int8 weights (linear, per channel), float16 compute (Core ML)",
@@ -188,10 +189,18 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
                   f"{len(runtime['operators'])} op types")
     elif exporter.format == "onnx":
         detail = f", opset {runtime['opset']}, {runtime['file_format']} format, ONNX Runtime >= {runtime['min_version']}"
+    delegation = None
+    if exporter.format == "pte":
+        detail = f", ExecuTorch {runtime['executorch']}, plans {human_size(runtime['planned_memory_bytes'])} of activations"
+        delegated, portable = runtime["delegated_ops"], runtime["portable_ops"]
+        delegation = (f"{sum(delegated.values())} ops in {runtime['delegated_subgraphs']} "
+                      f"{'/'.join(runtime['delegates'])} subgraphs; {sum(portable.values())} on portable kernels: "
+                      + ", ".join(f"{k.split('::')[-1]} x{v}" for k, v in portable.items()))
     reporter.line("")
     reporter.table([
         ("artifact", f"{record.path}  {human_size(entry['size_bytes'])}{detail}"),
         ("precision", _SCHEME_TEXT.get(scheme, scheme)),
+        *([("delegation", delegation)] if delegation else []),
         ("parity", _parity_text(record)),
         ("also wrote", ", ".join([*(str(p.name) for k, p in record.files.items() if k != "artifact"),
                                   outcome.manifest_path.name, outcome.golden_path.name])),
@@ -320,4 +329,46 @@ def coreml_command(reporter: Reporter, weights: str, image_input: bool, min_size
                       bounds=bounds, **_common_kwargs(kwargs))
 
 
-COMMANDS = [ptl_command, coreml_command]
+def _parse_size(value: Optional[str], option: str) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    from ..errors import DataError
+
+    parts = value.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise DataError(f"{option} {value!r}: expected HEIGHTxWIDTH in pixels, e.g. 1024x1024")
+    return int(parts[0]), int(parts[1])
+
+
+@click.command("pte")
+@model_options
+@click.option("--float", "float_", is_flag=True, help="Export fp32 instead of int8.")
+@click.option("--min-size", metavar="HxW", help="Smallest input the .pte accepts (multiples of 32). Default: 64x64.")
+@click.option("--max-size", metavar="HxW",
+              help="Largest input the .pte accepts (multiples of 32). ExecuTorch plans memory for it. Default: 1024x1024.")
+@click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
+@export_options
+@pass_reporter
+def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_size: Optional[str], per_tensor: bool,
+                **kwargs: Any) -> int:
+    """Export CKPT to an ExecuTorch .pte (XNNPACK delegate; int8 PT2E by default) and gate it on parity.
+
+    \b
+    H and W stay dynamic (multiples of 32 within --min-size..--max-size; PointRend also needs
+    H*W large enough for its fixed point budget). int8: PT2E post-training quantization of the
+    backbone and head with the XNNPACK quantizer; PointRend stays float.
+    Writes NAME.pte, NAME.manifest.json (with the delegated/portable op lists), NAME.parity.json
+    and NAME.golden.algv into --output.
+    """
+    from ..exporters.base import SizeBounds
+    from ..exporters.pte import PteExporter
+
+    exporter = PteExporter()
+    default = exporter.default_bounds
+    bounds = SizeBounds(_parse_size(min_size, "--min-size") or default.min_hw,
+                        _parse_size(max_size, "--max-size") or default.max_hw)
+    return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8",
+                      options={"per_channel": not per_tensor}, bounds=bounds, **_common_kwargs(kwargs))
+
+
+COMMANDS = [ptl_command, pte_command, coreml_command]

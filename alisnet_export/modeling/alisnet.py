@@ -84,12 +84,19 @@ class ALiSNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Per-pixel class logits (N, K, H, W) for a normalised image batch (N, 3, H, W)."""
         coarse_logits, features = self.forward_coarse(x)
+        return self.forward_refine(coarse_logits, features, x.shape[-2], x.shape[-1])
+
+    def forward_refine(self, coarse_logits: Tensor, features: Tensor, height: int, width: int) -> Tensor:
+        """PointRend (or plain upsampling) from :meth:`forward_coarse`'s outputs to ``height x width`` logits.
+
+        Split from :meth:`forward` so PT2E can quantize the coarse part alone (the .pte exporter).
+        """
         if self.point_rend is None:
             return F.interpolate(coarse_logits, scale_factor=float(self.common_stride), mode="bilinear", align_corners=False)
         logits = self.point_rend(coarse_logits, features)
         # PointRend refines to stride common_stride / 2**steps; finish at input resolution
-        if logits.shape[-1] != x.shape[-1]:
-            logits = F.interpolate(logits, size=(x.shape[-2], x.shape[-1]), mode="bilinear", align_corners=False)
+        if logits.shape[-1] != width:
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return logits
 
     @torch.jit.unused

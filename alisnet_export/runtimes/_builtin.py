@@ -3,3 +3,4 @@
 from . import torch_runners  # noqa: F401
 from . import coreml_runner  # noqa: F401
 from . import onnx_runner  # noqa: F401
+from . import executorch_runner  # noqa: F401

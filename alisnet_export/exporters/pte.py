@@ -1,0 +1,243 @@
+"""``.pte``: an ExecuTorch program with the XNNPACK delegate (dynamic height and width).
+
+float32: ``torch.export`` of the float model with H and W as multiples of 32 within the size
+bounds (``32 * Dim``), ``to_edge_transform_and_lower`` with the XNNPACK partitioner, and
+``to_executorch``. int8 (default): PT2E post-training quantization with the XNNPACK quantizer of the
+backbone + Semantic-FPN head only (``forward_coarse``, exported and quantized on its own), put back
+in front of the float PointRend (topk, grid_sample, scatter, and the point MLP, which XNNPACK runs
+in fp32), then exported and lowered the same way.
+
+Why the coarse part is quantized alone (DESIGN.md section 4): the point head is called twice with
+shared weights; a global quantizer config, or ``set_module_name`` on backbone/head of the whole
+graph, leaves convolutions with quantized inputs and float weights, which XNNPACK refuses ("Weight
+and Input should both be quantized"). Static shapes are not used: a static-shape int8 .pte fails at
+run time.
+
+PointRend refines a fixed number of points on export paths (``torch._check(H*W >= N)``), so
+``H * W`` has a lower bound (:func:`min_pixels_for`) that :class:`SizeBounds` enforces up front.
+ExecuTorch plans activation memory for the largest allowed input: wider bounds cost memory on the
+phone (``runtime.planned_memory_bytes`` in the manifest).
+
+QAT with PT2E (``prepare_qat_pt2e``) is not offered: the training loop trains the eager model's
+``losses()``, which an exported graph does not have.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..errors import ExportError
+from ..modeling.alisnet import ALiSNet
+from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
+
+__all__ = ["PteExporter", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
+           "executorch_version"]
+
+#: the float portable-kernel helpers that are not operators a selective build must register
+_NOT_KERNELS = {"getitem", "sym_size", "sym_size.int", "mul", "add", "sub", "floordiv"}
+
+
+def executorch_version() -> str:
+    try:
+        return metadata.version("executorch")
+    except metadata.PackageNotFoundError:  # pragma: no cover - the pinned stack installs it
+        return "unknown"
+
+
+def min_pixels_for(config: ModelConfig) -> int:
+    """Smallest ``H * W`` whose first PointRend step has at least ``subdivision_num_points`` cells."""
+    pr = config.point_rend
+    if not pr.enabled:
+        return 0
+    # step 1 refines the coarse map upsampled 2x: (H / s * 2) * (W / s * 2) cells, s = common_stride
+    return pr.subdivision_num_points * config.common_stride ** 2 // 4
+
+
+def dynamic_shapes(bounds: SizeBounds) -> dict[str, dict[int, Any]]:
+    """H and W as ``32 * Dim`` within ``bounds`` (multiples of 32 only)."""
+    from torch.export import Dim
+
+    h32 = Dim("h32", min=bounds.min_hw[0] // 32, max=bounds.max_hw[0] // 32)
+    w32 = Dim("w32", min=bounds.min_hw[1] // 32, max=bounds.max_hw[1] // 32)
+    return {"x": {2: 32 * h32, 3: 32 * w32}}
+
+
+class _Coarse(nn.Module):
+    """``forward_coarse`` as a module: the part of ALiSNet PT2E quantizes."""
+
+    def __init__(self, model: ALiSNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.forward_coarse(x)
+
+
+class _QuantizedCoarseModel(nn.Module):
+    """An int8 PT2E coarse graph followed by the float model's own PointRend tail."""
+
+    forward_refine = ALiSNet.forward_refine  # the float model's code, not a copy
+
+    def __init__(self, coarse: nn.Module, model: ALiSNet) -> None:
+        super().__init__()
+        self.coarse = coarse
+        self.point_rend = model.point_rend
+        self.common_stride = model.common_stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        coarse_logits, features = self.coarse(x)
+        return self.forward_refine(coarse_logits, features, x.shape[-2], x.shape[-1])
+
+
+def _export(module: nn.Module, example: Tensor, bounds: SizeBounds, what: str):
+    try:
+        return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(bounds), strict=False)
+    except Exception as exc:
+        raise ExportError(f"torch.export of the {what} failed: {str(exc).splitlines()[0]}") from exc
+
+
+def quantize_coarse_pt2e(model: ALiSNet, example: Tensor, bounds: SizeBounds, inputs: list[Tensor], *,
+                         per_channel: bool = True) -> nn.Module:
+    """PT2E PTQ (XNNPACK quantizer) of backbone + head, calibrated on ``inputs``; PointRend stays float."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if not inputs:
+        raise ExportError("int8 .pte: calibration needs at least one input image")
+    graph = _export(_Coarse(model), example, bounds, "coarse model (backbone + head)").module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    prepared = prepare_pt2e(graph, quantizer)
+    move_exported_model_to_eval(prepared)  # exported models refuse .eval()
+    with torch.no_grad():
+        for x in inputs:
+            prepared(x)
+    converted = convert_pt2e(prepared)
+    move_exported_model_to_eval(converted)
+    return _QuantizedCoarseModel(converted, model)
+
+
+def _op_name(target: Any) -> str:
+    name = getattr(target, "__name__", None) or str(target)
+    schema = getattr(target, "_schema", None)
+    if schema is not None:  # aten / edge ops: "aten::topk.default" style
+        overload = schema.overload_name or "default"
+        name = f"{schema.name}.{overload}"
+    return name
+
+
+def delegation_summary(edge_manager) -> dict[str, Any]:
+    """Which ops XNNPACK runs (inside delegate blobs) and which run on portable kernels, by op name.
+
+    Call it on the lowered edge program *before* ``to_executorch`` (which rewrites the graph to
+    out-variants and memory allocations)."""
+    graph_module = edge_manager.exported_program().graph_module
+    delegated: Counter[str] = Counter()
+    portable: Counter[str] = Counter()
+    subgraphs = 0
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.target.startswith("lowered_module_"):
+            subgraphs += 1
+            lowered = getattr(graph_module, node.target)
+            for inner in lowered.original_module.graph.nodes:
+                if inner.op == "call_function" and inner.target is not operator.getitem:
+                    delegated[_op_name(inner.target)] += 1
+        elif node.op == "call_function":
+            name = _op_name(node.target)
+            if name == "executorch_call_delegate" or node.target is operator.getitem or name in _NOT_KERNELS:
+                continue
+            if "sym_size" in name or node.target.__module__ == "_operator":
+                continue
+            portable[name] += 1
+    return {
+        "delegated_subgraphs": subgraphs,
+        "delegated_ops": dict(sorted(delegated.items())),
+        "portable_ops": dict(sorted(portable.items())),
+    }
+
+
+def program_summary(program) -> dict[str, Any]:
+    """Delegates, kernels and planned memory of the serialised program's ``forward``."""
+    plan = program.execution_plan[0]
+    return {
+        "delegates": sorted({d.id for d in plan.delegates}),
+        # the kernels the program calls outside the delegate: what a selective-build runtime must register
+        "kernels": sorted({f"{op.name}.{op.overload}" for op in plan.operators}),
+        "planned_memory_bytes": int(sum(plan.non_const_buffer_sizes)),
+    }
+
+
+class PteExporter(Exporter):
+    format = "pte"
+    suffix = ".pte"
+    precisions = ("int8", "float32")
+    default_precision = "int8"
+    # ExecuTorch plans memory for the largest input: 1024 x 1024 keeps it under ~100 MB
+    default_bounds = SizeBounds(min_hw=(64, 64), max_hw=(1024, 1024), min_pixels=0)
+
+    def bounds_for(self, config: ModelConfig, requested: Optional[SizeBounds] = None) -> SizeBounds:
+        bounds = requested or self.default_bounds
+        return SizeBounds(bounds.min_hw, bounds.max_hw, max(bounds.min_pixels, min_pixels_for(config)))
+
+    def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        self.check_precision(job.precision)
+        bounds = job.bounds
+        # an example inside the bounds (export specialises nothing on it, but must accept it)
+        h, w = job.example_hw
+        h = min(max(h, bounds.min_hw[0]), bounds.max_hw[0])
+        w = min(max(w, bounds.min_hw[1]), bounds.max_hw[1])
+        while h * w < bounds.min_pixels and (h < bounds.max_hw[0] or w < bounds.max_hw[1]):
+            h, w = min(h + 32, bounds.max_hw[0]), min(w + 32, bounds.max_hw[1])
+        bounds.check(h, w, what="export example input")
+        example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+        per_channel = bool(job.options.get("per_channel", True))
+        quantization: dict[str, Any]
+        if job.precision == "int8":
+            inputs = job.calibration()
+            job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
+            model: nn.Module = quantize_coarse_pt2e(job.reference, example, bounds, inputs, per_channel=per_channel)
+            quantization = {
+                "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel,
+                "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})},
+                "quantized_modules": ["backbone", "head"],
+                "float_modules": ["point_rend (point MLP in fp32 on XNNPACK; upsample, topk, grid_sample, scatter "
+                                  "on portable kernels)"],
+            }
+        else:
+            model = job.reference.eval()
+            quantization = {"scheme": "none"}
+        job.log(f"torch.export with dynamic H x W in {bounds.min_hw}..{bounds.max_hw} (multiples of 32), "
+                "lowering to XNNPACK")
+        exported = _export(model, example, bounds, f"{job.precision} model")
+        try:
+            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+            summary = delegation_summary(edge)
+            et_program = edge.to_executorch()
+        except Exception as exc:
+            raise ExportError(f"ExecuTorch lowering failed: {str(exc).splitlines()[0]}") from exc
+        with open(dest, "wb") as f:
+            et_program.write_to_file(f)
+        summary.update(program_summary(et_program.executorch_program))
+        runtime = {
+            "kind": "executorch",
+            "executorch": executorch_version(),
+            "dynamic_shapes": {"height": {"min": bounds.min_hw[0], "max": bounds.max_hw[0], "multiple_of": 32},
+                               "width": {"min": bounds.min_hw[1], "max": bounds.max_hw[1], "multiple_of": 32},
+                               "min_pixels": bounds.min_pixels},
+            **summary,
+        }
+        return ArtifactInfo(job.precision, quantization, runtime)

@@ -1,0 +1,127 @@
+"""`alisnet-export pte`: ExecuTorch .pte with XNNPACK, dynamic H/W, parity gate, delegation info, bad sizes.
+
+torch.export + lowering takes ~0.5-2.5 min on 2 cores, so each .pte is built once per module and shared.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alisnet_export.checkpoint import load_checkpoint
+from alisnet_export.errors import DataError
+from alisnet_export.golden import read_golden
+from alisnet_export.manifest import read_manifest
+from alisnet_export.runtimes import open_runner
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--height", "256"]
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "alisnet_export", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=REPO)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def float_pte(tmp_path_factory, random_mbv2_ckpt):
+    out = tmp_path_factory.mktemp("pte_float")
+    code, stdout, stderr = _cli("pte", random_mbv2_ckpt, "--float", *SMALL, "-o", out, "--json")
+    return code, stdout, stderr, out
+
+
+@pytest.fixture(scope="module")
+def int8_pte(tmp_path_factory, random_mbv2_ckpt):
+    out = tmp_path_factory.mktemp("pte_int8")
+    code, stdout, stderr = _cli("pte", random_mbv2_ckpt, *SMALL, "--no-person-crops", "-o", out)
+    return code, stdout, stderr, out
+
+
+def test_float_pte_passes_parity_and_reports_delegation(float_pte):
+    code, stdout, stderr, out = float_pte
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["ok"] and result["parity"]["status"] == "passed"
+    assert result["parity"]["summary"]["max_abs_logit"] <= 1e-4
+    assert "delegation" in stderr and "XnnpackBackend" in stderr  # human summary on stderr under --json
+    manifest = read_manifest(out / "alisnet_mobilenetv2-float32.manifest.json")  # validates the schema
+    entry = manifest["artifacts"][0]
+    assert entry["format"] == "pte" and entry["quantization"]["scheme"] == "none"
+    assert entry["size_bytes"] == (out / "alisnet_mobilenetv2-float32.pte").stat().st_size
+    runtime = entry["runtime"]
+    assert runtime["kind"] == "executorch" and runtime["executorch"] == "1.5.1"
+    assert runtime["delegates"] == ["XnnpackBackend"] and runtime["delegated_subgraphs"] >= 1
+    assert runtime["delegated_ops"]["aten::convolution.default"] > 50
+    portable = runtime["portable_ops"]
+    assert {"aten::topk.default", "aten::grid_sampler_2d.default", "aten::scatter.src"} <= set(portable)
+    assert "aten::convolution.default" not in portable
+    assert "aten::topk.values" in runtime["kernels"] and runtime["planned_memory_bytes"] > 0
+    assert manifest["input"]["size_constraints"]["min_pixels"] == 8192 * 4  # PointRend's point budget at stride 2
+
+
+def test_float_pte_matches_the_float_model_at_two_sizes(float_pte, random_mbv2_ckpt):
+    code, _, stderr, out = float_pte
+    assert code == 0, stderr
+    model = load_checkpoint(random_mbv2_ckpt).build_model()
+    runner = open_runner(out / "alisnet_mobilenetv2-float32.pte")
+    assert runner.describe()["runtime"] == "executorch" and "XnnpackBackend" in runner.describe()["backends"]
+    gen = torch.Generator().manual_seed(1)
+    for h, w in [(256, 192), (320, 256)]:
+        x = torch.randn(1, 3, h, w, generator=gen)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = runner(x.numpy())
+        assert got.shape == (1, 2, h, w)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_pte_runner_rejects_sizes_that_are_not_multiples_of_32(float_pte):
+    runner = open_runner(float_pte[3] / "alisnet_mobilenetv2-float32.pte")
+    with pytest.raises(DataError, match="not a multiple of 32"):
+        runner(np.zeros((1, 3, 250, 192), np.float32))
+    # ExecuTorch itself would run a taller-than-exported input; the runner refuses it
+    with pytest.raises(DataError, match="larger than the 1024x1024"):
+        runner(np.zeros((1, 3, 1056, 64), np.float32))
+    with pytest.raises(DataError, match="size bounds"):  # H*W below PointRend's point budget
+        runner(np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_int8_pte_runs_and_a_failing_gate_exits_1(int8_pte, float_pte):
+    code, stdout, stderr, out = int8_pte
+    # a random network's near-zero logits flip under int8: the gate must fail and the manifest say so
+    assert code == 1, stderr
+    assert "PARITY FAILED" in stdout and "must not ship" in stdout
+    manifest = read_manifest(out / "alisnet_mobilenetv2-int8.manifest.json")
+    entry = manifest["artifacts"][0]
+    assert entry["parity"]["status"] == "failed" and entry["parity"]["failures"]
+    q = entry["quantization"]
+    assert q["scheme"] == "pt2e-ptq" and q["backend"] == "xnnpack" and q["quantized_modules"] == ["backbone", "head"]
+    delegated = entry["runtime"]["delegated_ops"]
+    assert delegated["quantized_decomposed::quantize_per_tensor.default"] > 0  # int8 convs run in XNNPACK
+    float_size = (float_pte[3] / "alisnet_mobilenetv2-float32.pte").stat().st_size
+    assert entry["size_bytes"] < 0.4 * float_size
+    runner = open_runner(out / "alisnet_mobilenetv2-int8.pte")
+    golden = read_golden(out / "alisnet_mobilenetv2-int8.golden.algv")
+    assert np.allclose(runner(golden["input"]), golden["logits.pte-int8"], atol=1e-5)
+    report = json.loads((out / "alisnet_mobilenetv2-int8.parity.json").read_text())
+    assert report["status"] == "failed" and report["runtime"]["runtime"] == "executorch"
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--height", "240"], "not a multiple of 32"),
+    (["--height", "256", "--max-size", "224x224"], "outside what this artifact accepts"),
+    (["--height", "256", "--min-size", "100x64"], "not a positive multiple of 32"),
+    (["--height", "256", "--max-size", "big"], "expected HEIGHTxWIDTH"),
+])
+def test_bad_sizes_are_clear_errors_before_any_work(run_cli, tmp_path, random_mbv2_ckpt, args, match):
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli("pte", random_mbv2_ckpt, "--float", *args, "-o", out_dir)
+    assert code == 3 and match in err
+    assert not out_dir.exists() or not os.listdir(out_dir)
