@@ -100,6 +100,14 @@ def portrait_crop(rng: np.random.Generator, image: np.ndarray, alpha: Optional[n
     return np.ascontiguousarray(crop), np.ascontiguousarray(soft > 0.5)
 
 
+def _recolor(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
+    """Permute the colour channels and scale each (or turn grey): same shape and shading, other clothes."""
+    if rng.random() < 0.25:
+        return np.repeat((rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None], 3, axis=2)
+    out = rgb[..., rng.permutation(3)] * rng.uniform(0.6, 1.4, size=3).astype(np.float32)
+    return np.clip(out, 0, 255)
+
+
 def _pick_count(rng: np.random.Generator, max_people: int) -> int:
     weights = np.array([0.6, 0.3, 0.1][:max_people])
     return int(rng.choice(np.arange(1, len(weights) + 1), p=weights / weights.sum()))
@@ -107,14 +115,20 @@ def _pick_count(rng: np.random.Generator, max_people: int) -> int:
 
 def composite_portrait(rng: np.random.Generator, background: np.ndarray, cutouts: Sequence[Cutout],
                        size: tuple[int, int], *, max_people: int = 3,
-                       height_range: tuple[float, float] = (0.35, 1.15)) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                       height_range: tuple[float, float] = (0.35, 1.15), max_upscale: Optional[float] = None,
+                       recolor: float = 0.0,
+                       top_range: Optional[tuple[float, float]] = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """1..``max_people`` cut-outs pasted onto a portrait crop of ``background``.
 
     Returns ``(image (H, W, 3) uint8, mask (H, W) bool, sources of the cut-outs pasted)``.
 
     A person's height is a uniform fraction ``height_range`` of H (above 1: cut by the bottom edge,
     the head-and-torso framing of portraits), capped at ``max_upscale`` times the cut-out's own size;
-    the feet land between 55% and 120% of H.
+    the feet land between 55% and 120% of H. ``max_upscale`` overrides every cut-out's own cap (e.g. to
+    show the video's small pedestrians at portrait size: blurry, but hundreds of body shapes and poses).
+    With probability ``recolor`` a person's colours are remapped (channels permuted, gains, or grey), so
+    the few large real people are not learnt by their clothes. ``top_range`` places the head's top at that
+    fraction of H instead (the head-and-torso framing of a portrait).
     """
     if not cutouts:
         raise ValueError("composite_portrait needs at least one cut-out")
@@ -126,13 +140,18 @@ def composite_portrait(rng: np.random.Generator, background: np.ndarray, cutouts
     for _ in range(_pick_count(rng, max_people)):
         cut = cutouts[int(rng.integers(len(cutouts)))]
         ch, cw = cut.alpha.shape
-        target_h = min(rng.uniform(*height_range) * out_h, cut.max_upscale * ch)
+        target_h = min(rng.uniform(*height_range) * out_h, (max_upscale or cut.max_upscale) * ch)
         th, tw = max(8, int(round(target_h))), max(4, int(round(cw * target_h / ch)))
         rgb, soft = resize_rgb(cut.rgb, (th, tw)).astype(np.float32), resize_alpha(cut.alpha, (th, tw))
+        if rng.random() < recolor:
+            rgb = _recolor(rng, rgb)
         if rng.random() < 0.5:
             rgb, soft = rgb[:, ::-1], soft[:, ::-1]
         rgb = np.clip(rgb * rng.uniform(0.85, 1.15), 0, 255)  # a little lighting mismatch, as in real photos
-        bottom = int(rng.uniform(0.55, 1.2) * out_h)
+        if top_range is not None:  # portrait framing: the head near the top edge, the body cut by the bottom
+            bottom = int(rng.uniform(*top_range) * out_h) + th
+        else:
+            bottom = int(rng.uniform(0.55, 1.2) * out_h)
         top, left = bottom - th, int(rng.uniform(*sorted((-0.25 * tw, out_w - 0.75 * tw))))  # wide poses: overlap
         ys, xs = slice(max(0, top), min(out_h, bottom)), slice(max(0, left), min(out_w, left + tw))
         if ys.start >= ys.stop or xs.start >= xs.stop:

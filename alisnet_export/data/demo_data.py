@@ -69,7 +69,7 @@ class DemoDataOptions:
     crops_per_frame: int = 4
     crops_per_photo: int = 100
     composites: int = 1200
-    portrait_composites: float = 0.5  # share of composites with one large person from the person photos
+    portrait_composites: float = 0.6  # share of composites with one large person from the person photos
     portrait_height_range: tuple[float, float] = (0.8, 1.9)  # person height / crop height (above 1: cut off)
     background_crops: int = 400  # person-free portrait crops of the background photos (empty masks)
     scene_crops: int = 100  # ... of the video's empty scene (the median background)
@@ -267,9 +267,12 @@ def build_demo_dataset(sources: FetchedSources, out_dir: str | Path, options: De
         bg = names[int(rng.integers(len(names)))]
         if photo_cutouts and rng.random() < options.portrait_composites:
             # the paper's framing: one person filling the crop (head and torso, or the whole body), as the
-            # model sees a person-box crop at 1024 px; the video's pedestrians are too small for that
-            image, mask, pasted = composite_portrait(rng, backgrounds[bg], photo_cutouts, size, max_people=2,
-                                                     height_range=options.portrait_height_range)
+            # model sees a person-box crop at 1024 px. Only two photos hold large people, so the pedestrians
+            # are upscaled to that size too (many shapes and poses), and colours are remapped
+            pool = photo_cutouts if rng.random() < 0.4 else cutouts
+            image, mask, pasted = composite_portrait(rng, backgrounds[bg], pool, size, max_people=2,
+                                                     height_range=options.portrait_height_range, max_upscale=8.0,
+                                                     recolor=0.6, top_range=(-0.05, 0.25))
         else:
             image, mask, pasted = composite_portrait(rng, backgrounds[bg], cutouts, size)
         train.add(f"composite_{k:05d}", image, mask, "composite", [bg, *pasted])
