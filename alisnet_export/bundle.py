@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .checkpoint import atomic_write, sha256_file
-from .errors import AlisnetError, OutputError
+from .errors import AlisnetError, DataError, OutputError
 from .exporters.base import Exporter, ExportJob, SizeBounds
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
@@ -283,7 +283,12 @@ def build_bundle(
         e.check_precision(t.precision)
     bounds = common_bounds(list(exporters.values()), cfg)
     for input_name, x in reference.inputs:
-        bounds.check(x.shape[2], x.shape[3], what=f"parity input {input_name}")
+        try:
+            bounds.check(x.shape[2], x.shape[3], what=f"parity input {input_name}")
+        except DataError as exc:
+            raise DataError(f"{exc} (the bundle's size bounds are what every target accepts: "
+                            f"{bounds.min_hw[0]}x{bounds.min_hw[1]} to {bounds.max_hw[0]}x{bounds.max_hw[1]}); "
+                            "lower --height, or leave out the target that limits it") from None
     in_section = input_section(cfg, height=height, min_hw=bounds.min_hw, max_hw=bounds.max_hw,
                                min_pixels=bounds.min_pixels)
     metadata = {"variant": cfg.name, "input": in_section, "output": output_section(cfg),
