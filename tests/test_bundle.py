@@ -1,7 +1,5 @@
 """`alisnet-export bundle`: several targets, one manifest / golden file / test suite / zip, failures kept apart."""
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -17,23 +15,10 @@ from alisnet_export.golden import read_golden
 from alisnet_export.manifest import read_manifest
 from alisnet_export.pipeline import artifact_sha256, artifact_size
 from alisnet_export.runtimes import open_runner
+from cli_helpers import run_in_process as _main
 
 SMALL = ["--height", "256", "--no-person-crops"]
 VARIANT = "alisnet_mobilenetv2"
-
-
-def _main(*args):
-    """Run the CLI in-process (usable from module-scoped fixtures); returns (code, stdout, stderr)."""
-    from alisnet_export.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ converted once per module and shared (fp16 tensor input; int8 weights with an im
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import platform
@@ -26,26 +24,13 @@ from alisnet_export.exporters.coreml import PackageExpectation, check_package, r
 from alisnet_export.golden import read_golden
 from alisnet_export.manifest import read_manifest
 from alisnet_export.runtimes import open_runner
+from cli_helpers import run_in_process as _cli
 
 ct = pytest.importorskip("coremltools")
 
 SMALL = ["--height", "256", "--no-person-crops"]
 REPO = Path(__file__).resolve().parents[1]
 ON_MAC = platform.system() == "Darwin"
-
-
-def _cli(*args) -> tuple[int, str, str]:
-    """Run the CLI in-process (module-scoped fixtures cannot use capsys)."""
-    from alisnet_export.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 class Export:

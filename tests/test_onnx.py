@@ -4,7 +4,6 @@ Exports are slow on 2 cores: each precision is exported once per module and shar
 """
 
 import contextlib
-import io
 import json
 import os
 
@@ -16,23 +15,10 @@ import torch
 from alisnet_export.golden import read_golden
 from alisnet_export.manifest import read_manifest
 from alisnet_export.runtimes import open_runner
+from cli_helpers import run_in_process as _cli
 
 SMALL = ["--height", "256", "--no-person-crops"]
 STEM = "alisnet_mobilenetv2"
-
-
-def _cli(*args):
-    """Run the CLI in-process outside pytest's per-test capture (module-scoped fixtures)."""
-    from alisnet_export.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @contextlib.contextmanager
