@@ -87,6 +87,9 @@ class TrainOptions:
     grad_clip: Optional[float] = 5.0  # max global gradient norm; None disables
     bn_momentum: Optional[float] = None  # e.g. 0.1: override BatchNorm momentum while training
     point_loss_weight: float = 1.0
+    #: learning-rate factor for ``backbone.*`` parameters: below 1 keeps pretrained (ImageNet) features
+    #: from being overwritten by a small, narrow dataset
+    backbone_lr_mult: float = 1.0
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -259,10 +262,24 @@ def lr_factor(step: int, options: TrainOptions) -> float:
     return options.min_lr_ratio + (1 - options.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def _is_backbone(name: str) -> bool:
+    """``backbone.*`` (also under DDP's ``module.`` prefix)."""
+    return name.split(".", 1)[0] == "backbone" or name.startswith("module.backbone.")
+
+
 def _build_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # BN and biases
-    groups = [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = []
+    for backbone in (False, True):
+        named = [(n, p) for n, p in model.named_parameters()
+                 if p.requires_grad and _is_backbone(n) == backbone]
+        mult = options.backbone_lr_mult if backbone else 1.0
+        decay = [p for _, p in named if p.ndim > 1]
+        no_decay = [p for _, p in named if p.ndim <= 1]  # BN and biases
+        groups += [{"params": decay, "weight_decay": options.weight_decay, "lr_mult": mult},
+                   {"params": no_decay, "weight_decay": 0.0, "lr_mult": mult}]
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["lr"] = options.lr * g["lr_mult"]
     if options.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum)
     return torch.optim.AdamW(groups, lr=options.lr)

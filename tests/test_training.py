@@ -200,3 +200,22 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
         assert torch.equal(sd0[key], sd1[key]), key
     assert [p.name for p in (tmp_path / "states").glob("train_state_*.pth")] == ["train_state_0000002.pth"]
     assert len((tmp_path / "states" / "train_log.jsonl").read_text().splitlines()) == 2  # rank 0 only
+
+
+def test_backbone_lr_mult_scales_only_the_backbone_groups(tiny_config):
+    from alisnet_export.training import _build_optimizer
+
+    model = build_model(tiny_config)
+    opt = _build_optimizer(model, TrainOptions(steps=10, lr=1e-3, backbone_lr_mult=0.1))
+    backbone_ids = {id(p) for n, p in model.named_parameters() if n.startswith("backbone.")}
+    seen = 0
+    for group in opt.param_groups:
+        in_backbone = {id(p) in backbone_ids for p in group["params"]}
+        assert len(in_backbone) == 1  # a group is all backbone or all head
+        assert group["lr"] == pytest.approx(1e-4 if in_backbone.pop() else 1e-3)
+        seen += len(group["params"])
+    assert seen == sum(1 for p in model.parameters() if p.requires_grad)
+    # the schedule keeps the ratio
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    assert {round(g["lr"] / g["lr_mult"], 12) for g in opt.param_groups} == {5e-4}
+    del scheduler

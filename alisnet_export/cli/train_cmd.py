@@ -155,7 +155,8 @@ def _recipe_command(opts: dict[str, Any]) -> str:
     h, w = opts["crop"]
     args += ["--config", opts["config"], "--steps", str(opts["steps"]), "--batch-size", str(opts["batch_size"]),
              "--crop", f"{h}x{w}", "--lr", str(opts["lr"]), "--optimizer", opts["optimizer"], "--warmup", str(opts["warmup"]),
-             "--bn-momentum", str(opts["bn_momentum"]), "--precise-bn", str(opts["precise_bn"]),
+             "--bn-momentum", str(opts["bn_momentum"]), "--backbone-lr-mult", str(opts["backbone_lr_mult"]),
+             "--precise-bn", str(opts["precise_bn"]),
              "--eval-images", str(opts["eval_images"]), "--seed", str(opts["seed"]), "--half" if opts["half"] else "--no-half"]
     if opts["init_backbone"] is not None:
         args += ["--init-backbone", str(opts["init_backbone"])]
@@ -221,6 +222,9 @@ def _prepare_state_dir(state_dir: Path, resume: Optional[Path], force: bool) -> 
 @click.option("--warmup", default=100, show_default=True, type=click.IntRange(0), help="Linear warm-up steps before the cosine decay.")
 @click.option("--bn-momentum", default=0.1, show_default=True, type=click.FloatRange(0, 1),
               help="BatchNorm momentum while training (MnasNet's own 0.0003 leaves stale statistics in short runs).")
+@click.option("--backbone-lr-mult", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Learning-rate factor for the backbone, e.g. 0.1 with --init-backbone: keeps the ImageNet features "
+                   "a small dataset would otherwise overwrite.")
 @click.option("--precise-bn", default=50, show_default=True, type=click.IntRange(0),
               help="Batches to re-estimate BatchNorm statistics on after training (0: skip).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -307,6 +311,7 @@ def train_demo_command(reporter: Reporter, **opts: Any) -> int:
     options = TrainOptions(
         steps=opts["steps"], batch_size=opts["batch_size"], lr=opts["lr"], optimizer=opts["optimizer"],
         warmup_steps=min(opts["warmup"], opts["steps"] // 2), bn_momentum=opts["bn_momentum"], seed=opts["seed"],
+        backbone_lr_mult=opts["backbone_lr_mult"],
         num_workers=opts["workers"], device=opts["device"], output_dir=state_dir,
         checkpoint_every=opts["checkpoint_every"], progress=not opts["no_progress"],
     )
