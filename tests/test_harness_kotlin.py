@@ -84,11 +84,13 @@ def _java(jar: Path, main: str, *args: str, props: dict[str, Path] | None = None
 
 
 @pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory, native_ckpt) -> Path:
-    """A real export: float .ptl at 256 px with its manifest and golden vectors."""
+def demo_bundle(tmp_path_factory) -> Path:
+    """A real export of the embedded demo checkpoint: float .ptl at 256 px with its manifest and golden vectors."""
+    from alisnet_export.zoo import default_checkpoint
+
     out = tmp_path_factory.mktemp("harness-bundle")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "alisnet_export", "ptl", str(native_ckpt), "--float", "--height", "256",
+    proc = subprocess.run([sys.executable, "-m", "alisnet_export", "ptl", str(default_checkpoint().path), "--float", "--height", "256",
                            "--no-person-crops", "-o", str(out), "--json"], capture_output=True, text=True, env=env,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
