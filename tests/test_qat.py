@@ -31,6 +31,8 @@ def test_steps_and_schedule():
     assert qat_steps(epochs=5, steps=7, num_images=10, batch_size=4, world_size=1) == 7
     assert schedule_steps(100, 0.5, 0.75) == (50, 75)
     assert schedule_steps(4, 0.9, 0.1) == (3, 3)  # observers never freeze before BN, both inside the run
+    assert schedule_steps(1, 0.5, 0.75) == (0, 1)  # one step: the observers see it (never frozen in the run)
+    assert schedule_steps(4, 0.0, 0.0) == (0, 1)
 
 
 def test_qat_writes_a_checkpoint_that_ptl_converts_and_resumes(run_cli, tmp_path, native_ckpt, people):

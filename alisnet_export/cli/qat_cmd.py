@@ -34,10 +34,13 @@ def qat_steps(*, epochs: Optional[float], steps: Optional[int], num_images: int,
 
 
 def schedule_steps(total: int, freeze_bn_at: float, freeze_observers_at: float) -> tuple[int, int]:
-    """Steps at which BN statistics and then the observers freeze (fractions of the run, observers last)."""
+    """Steps at which BN statistics and then the observers freeze (fractions of the run, observers last).
+
+    The observers always see at least one step: frozen at step 0 they would hold no ranges (a one-step run
+    never freezes them)."""
     bn = min(total - 1, int(round(freeze_bn_at * total)))
     obs = min(total - 1, max(bn, int(round(freeze_observers_at * total))))
-    return bn, obs
+    return bn, max(1, obs)
 
 
 @click.command("qat")
