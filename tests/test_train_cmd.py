@@ -1,6 +1,7 @@
 """``alisnet-export train-demo`` end to end, its user errors, and the committed fixture checkpoint."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -115,11 +116,14 @@ def test_committed_fixture_reaches_its_reported_miou_on_fresh_synthetic_images()
     loaded = load_checkpoint(entry.path)
     model = loaded.build_model()
     height, width = entry.meta["metrics"]["eval_size"]
-    fresh = SyntheticPeople(12, height, width, seed=20260101)  # never seen in training or in the reported eval
+    n = 24
+    fresh = SyntheticPeople(n, height, width, seed=20260101)  # never seen in training or in the reported eval
     metrics = evaluate_miou(model, fresh)
     reported = entry.meta["metrics"]
-    assert metrics.miou >= reported["miou"] - 0.02, (metrics, reported)
-    assert metrics.foreground_iou_mean >= reported["foreground_iou_mean"] - 0.04, (metrics, reported)
+    # a sample of n images: allow three standard errors of the per-image IoU the registration measured
+    tolerance = 3 * reported["foreground_iou_std"] / math.sqrt(n)
+    assert metrics.foreground_iou_mean >= reported["foreground_iou_mean"] - tolerance, (metrics, reported)
+    assert metrics.miou >= reported["miou"] - tolerance, (metrics, reported)
     assert np.isfinite(metrics.foreground_iou_std)
 
 
