@@ -48,13 +48,14 @@ def _contour(mask: np.ndarray) -> np.ndarray:
 def boundary_distances(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     """Distances (px) from each contour pixel of either mask to the nearest contour pixel of the other.
 
-    Empty vs empty gives no distances; empty vs non-empty gives ``inf``.
+    Empty vs empty gives no distances. Empty vs non-empty gives the image diagonal for every contour pixel:
+    the largest distance there can be, finite so that means, percentiles and JSON reports stay valid.
     """
     ca, cb = _contour(reference), _contour(candidate)
     if not ca.any() and not cb.any():
         return np.zeros(0)
     if not ca.any() or not cb.any():
-        return np.array([np.inf])
+        return np.full(int(ca.sum() + cb.sum()), float(np.hypot(*reference.shape)))
     da = ndimage.distance_transform_edt(~cb)[ca]  # reference contour -> candidate contour
     db = ndimage.distance_transform_edt(~ca)[cb]
     return np.concatenate([da, db])
