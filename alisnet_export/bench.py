@@ -38,7 +38,6 @@ from .errors import DataError, ExportError, OutputError
 
 __all__ = [
     "BenchOptions",
-    "PAPER_TABLE1_MB",
     "run_bench",
     "measure",
     "markdown_report",
@@ -48,13 +47,6 @@ __all__ = [
     "README_END",
 ]
 
-#: the paper's Table 1 (model size, MB), keyed by our config names
-PAPER_TABLE1_MB = {
-    "resnext101_fpn_pointrend": ("ResNeXt101 + FPN + PointRend", 351.7, "float32"),
-    "mnasnet_fpn_pointrend": ("MnasNet + FPN + PointRend", 52.0, "float32"),
-    "mnasnet_fpn_pointrend@int8": ("MnasNet + FPN + PointRend + QAT", 12.9, "int8"),
-    "alisnet_mnasnet@int8": ("- top-down path = ALiSNet", 4.0, "int8"),
-}
 #: int8 exports of these configs are measured for Table 1 (random weights: the size does not depend on them)
 TABLE1_INT8 = ("mnasnet_fpn_pointrend", "alisnet_mnasnet")
 #: every target this machine can run (Core ML predicts on macOS only)
@@ -305,26 +297,37 @@ def _write_random_checkpoint(config_name: str, path: Path) -> Path:
     return path
 
 
-def table1(workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Parameters and sizes of every variant: fp32 state dict, and an int8 .ptl where the paper has one."""
+def _state_dict_bytes(model: Any) -> int:
+    """Bytes of ``model``'s state dict as ``torch.save`` writes it (the fp32 file size)."""
     import io
 
     import torch
 
-    from .config import list_configs, load_config
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def _paper_int8_mb(paper: dict[str, Any]) -> Optional[float]:
+    """The paper's int8 size of a variant: its QAT size, or its size when that row is the quantized model."""
+    return paper.get("size_mb_qat", paper.get("size_mb") if paper.get("quantized") else None)
+
+
+def table1(workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Parameters and sizes of every variant (the configs' ``paper`` sections give the paper's numbers):
+    fp32 state dict, and an int8 .ptl where the paper has one."""
+    from .cli.inspect_cmd import variant_table
+    from .config import load_config
     from .modeling.alisnet import build_model
 
     rows: list[dict[str, Any]] = []
-    for name in list_configs():
-        cfg = load_config(name)
-        model = build_model(cfg)
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        paper = PAPER_TABLE1_MB.get(name)
-        rows.append({"config": name, "precision": "float32", "params": sum(p.numel() for p in model.parameters()),
-                     "size_bytes": buf.tell(), "paper_name": paper[0] if paper else None,
-                     "paper_mb": paper[1] if paper else None, "artifact": "state dict (torch.save)"})
-        del model, buf
+    for v in variant_table():
+        cfg = load_config(v["variant"])
+        paper = cfg.paper
+        rows.append({"config": v["variant"], "precision": "float32", "params": v["parameters"],
+                     "size_bytes": _state_dict_bytes(build_model(cfg)),
+                     "paper_name": paper.get("table"), "paper_mb": None if paper.get("quantized") else v["paper_mb"],
+                     "artifact": "state dict (torch.save)"})
     for name in TABLE1_INT8:
         log(f"table 1: int8 .ptl of {name} (random weights)")
         ckpt = _write_random_checkpoint(name, workdir / f"{name}-random.pth")
@@ -334,11 +337,10 @@ def table1(workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
         if proc.returncode != 0:
             rows.append({"config": name, "precision": "int8", "error": proc.stderr.strip().splitlines()[-1:]})
             continue
-        res = json.loads(proc.stdout)
-        paper = PAPER_TABLE1_MB.get(f"{name}@int8")
-        rows.append({"config": name, "precision": "int8", "params": None, "size_bytes": res["size_bytes"],
-                     "paper_name": paper[0] if paper else None, "paper_mb": paper[1] if paper else None,
-                     "artifact": ".ptl (eager QNNPACK, per-channel)"})
+        paper = load_config(name).paper
+        rows.append({"config": name, "precision": "int8", "params": None,
+                     "size_bytes": json.loads(proc.stdout)["size_bytes"], "paper_name": paper.get("table"),
+                     "paper_mb": _paper_int8_mb(paper), "artifact": ".ptl (eager QNNPACK, per-channel)"})
     return rows
 
 
@@ -386,6 +388,7 @@ def run_bench(ckpt: Path, out_dir: Path, options: BenchOptions, log: Callable[[s
         export = export_targets(ckpt, work / "bundle", options.targets, options.height, log)
         results["export"] = {"wall_seconds": export["wall_seconds"], "exit_code": 0 if export.get("ok") else 1}
         rows: list[dict[str, Any]] = []
+        float_bytes = _state_dict_bytes(loaded.build_model())
         plan: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             ("eager float32", {"kind": "eager"}, {"format": "torch eager", "precision": "float32"}),
             ("scripted float32", {"kind": "scripted"}, {"format": "TorchScript", "precision": "float32"}),
@@ -406,8 +409,8 @@ def run_bench(ckpt: Path, out_dir: Path, options: BenchOptions, log: Callable[[s
             if target:
                 row.update({"size_bytes": target["size_bytes"], "export_seconds": target.get("export_seconds"),
                             "parity": target.get("parity", {}), "quantization": target.get("quantization")})
-            elif spec["kind"] in ("eager", "coarse", "scripted"):
-                row["size_bytes"] = _float_state_bytes(loaded) if spec["kind"] != "coarse" else None
+            elif spec["kind"] in ("eager", "scripted"):
+                row["size_bytes"] = float_bytes
             if floor_ms and "median_ms" in row:
                 row["floor_ratio"] = row["median_ms"] / floor_ms
             rows.append(row)
@@ -439,16 +442,6 @@ def _target_path(export: dict[str, Any], fmt: str, precision: str) -> Optional[s
         if t["format"] == fmt and t["precision"] == precision and "path" in t:
             return t["path"]
     return None
-
-
-def _float_state_bytes(loaded: Any) -> int:
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(loaded.build_model().state_dict(), buf)
-    return buf.tell()
 
 
 # --------------------------------------------------------------------------------------------------
