@@ -55,13 +55,13 @@ def test_installed_package_finds_the_zoo_outside_the_checkout(wheel, tmp_path):
         "  'default': load_checkpoint(d.path).config.name, 'fixture': fixture_checkpoint().path.is_file()}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "ALISNET_EXPORT_MODELS"}
-    env["PYTHONPATH"] = str(target)  # ahead of the editable install's path hook
+    # -I: no PYTHONPATH, no user site; the target goes first on sys.path, ahead of the editable install
     proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r})\n" + code],
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(proc.stdout)
     assert info["pkg"].startswith(str(target)) and info["models"].startswith(str(target))
     assert set(info["configs"]) >= {p.stem for p in (REPO / "models").glob("*.json") if p.stem != "zoo"}
-    assert info["default"] == json.loads((REPO / "models" / "zoo.json").read_text())["checkpoints"][
-        json.loads((REPO / "models" / "zoo.json").read_text())["default"]]["config"]
+    zoo = json.loads((REPO / "models" / "zoo.json").read_text())
+    assert info["default"] == zoo["checkpoints"][zoo["default"]]["config"]
     assert info["fixture"] is True
