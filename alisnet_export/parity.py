@@ -3,6 +3,14 @@
 The same preprocessed input goes to the float model and to the artifact's runner. Per image:
 
 * ``max_abs_logit`` / ``mean_abs_logit``: |delta logit| over all pixels and classes
+* ``max_abs_logit_outside_ties`` (float gates): the same outside PointRend's *tie zone*, the few
+  pixels where the top-k point selection may legitimately differ between two computations that agree
+  to within the gate's tolerance (:meth:`ALiSNet.tie_zone`). Top-k is discontinuous: a 1e-6 change of
+  a near-tied uncertainty refines a different point, changing one pixel's logit by 0.1-1, and kernels
+  of other runtimes (XNNPACK, onnxruntime, folded BatchNorm) always differ by ~1e-6. The zone is
+  computed from the float model alone, so the artifact cannot widen it. ``flip_pixels`` counts the
+  pixels inside it that differ by more than the tolerance, i.e. that PointRend refined differently
+  (gated by ``max_flip_fraction``); ``tie_zone_pixels`` reports the zone's size.
 * ``mask_iou``: IoU of the person masks (artifact vs float)
 * ``pixel_agreement``: fraction of pixels with the same mask label
 * ``boundary_mean_px`` / ``boundary_p95_px``: symmetric distance between the two mask contours, in
@@ -82,17 +90,35 @@ class ImageMetrics:
     width_drift_px: list[int]
     reference_foreground: float
     candidate_foreground: float
+    #: float gates: PointRend's tie zone (size; pixels in it that differ by more than the tolerance) and
+    #: max |delta logit| outside it (None: not computed)
+    tie_zone_pixels: Optional[int] = None
+    flip_pixels: Optional[int] = None
+    max_abs_logit_outside_ties: Optional[float] = None
 
     @property
     def max_width_drift_px(self) -> int:
         return max(self.width_drift_px, default=0)
 
 
-def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray) -> ImageMetrics:
-    """Metrics of ``candidate`` (1, K, H, W) logits against ``reference`` logits of the same shape."""
+def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray,
+                   tie_zone: Optional[np.ndarray] = None, tolerance: float = 0.0) -> ImageMetrics:
+    """Metrics of ``candidate`` (1, K, H, W) logits against ``reference`` logits of the same shape.
+
+    ``tie_zone`` (H, W) bool: PointRend's tie zone of the reference at ``tolerance`` (see the module
+    docstring); pixels in it that differ by more than ``tolerance`` count as flips.
+    """
     if reference.shape != candidate.shape:
         raise ValueError(f"{name}: artifact output shape {candidate.shape} differs from float model's {reference.shape}")
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    outside: Optional[float] = None
+    flips: Optional[int] = None
+    if tie_zone is not None:
+        if tie_zone.shape != reference.shape[2:]:
+            raise ValueError(f"{name}: tie zone {tie_zone.shape} does not match the logits {reference.shape}")
+        kept = diff[0][:, ~tie_zone]
+        outside = float(kept.max()) if kept.size else 0.0
+        flips = int(((diff[0].max(axis=0) > tolerance) & tie_zone).sum())
     ref_mask = reference[0, 1] > reference[0, 0]
     cand_mask = candidate[0, 1] > candidate[0, 0]
     union = np.logical_or(ref_mask, cand_mask).sum()
@@ -117,6 +143,9 @@ def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray) -> I
         width_drift_px=drift,
         reference_foreground=float(ref_mask.mean()),
         candidate_foreground=float(cand_mask.mean()),
+        tie_zone_pixels=None if tie_zone is None else int(tie_zone.sum()),
+        flip_pixels=flips,
+        max_abs_logit_outside_ties=outside,
     )
 
 
@@ -125,6 +154,8 @@ class Thresholds:
     """Gates; ``None`` disables one. Per-image gates apply to every image, ``mean_*`` to the average."""
 
     max_abs_logit: Optional[float] = None
+    #: with max_abs_logit: most pixels PointRend may refine differently (in its tie zone), as a fraction
+    max_flip_fraction: Optional[float] = None
     min_mean_iou: Optional[float] = None
     min_image_iou: Optional[float] = None
     max_mean_boundary_px: Optional[float] = None
@@ -137,10 +168,11 @@ class Thresholds:
 
 #: documented defaults (README "Parity gates"); override with the commands' --max-abs-logit etc.
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    # float exports compute the same graph: only float rounding differs
-    "float32": Thresholds(max_abs_logit=1e-4, min_mean_iou=0.999, min_image_iou=0.999),
+    # float exports compute the same graph: only float rounding differs; outside PointRend's tie zone
+    "float32": Thresholds(max_abs_logit=1e-4, max_flip_fraction=0.001, min_mean_iou=0.999, min_image_iou=0.999),
     # fp16 (Core ML default) rounds every activation
-    "float16": Thresholds(max_abs_logit=0.05, min_mean_iou=0.995, min_image_iou=0.99, max_mean_boundary_px=0.5),
+    "float16": Thresholds(max_abs_logit=0.05, max_flip_fraction=0.01, min_mean_iou=0.995, min_image_iou=0.99,
+                          max_mean_boundary_px=0.5),
     # int8: judged by what the product needs, mask agreement and boundary pixels
     "int8": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
                        max_image_boundary_p95_px=4.0, max_width_drift_px=4),
@@ -196,7 +228,7 @@ class ParityReport:
         ims = self.images
         if not ims:
             return {"images": 0}
-        return {
+        out = {
             "images": len(ims),
             "max_abs_logit": max(m.max_abs_logit for m in ims),
             "mean_abs_logit": float(np.mean([m.mean_abs_logit for m in ims])),
@@ -207,6 +239,11 @@ class ParityReport:
             "max_boundary_p95_px": max(m.boundary_p95_px for m in ims),
             "max_width_drift_px": max(m.max_width_drift_px for m in ims),
         }
+        if all(m.max_abs_logit_outside_ties is not None for m in ims):
+            out["max_abs_logit_outside_ties"] = max(m.max_abs_logit_outside_ties for m in ims)
+            out["max_flip_fraction"] = max(m.flip_pixels / (m.height * m.width) for m in ims)
+            out["max_tie_zone_fraction"] = max(m.tie_zone_pixels / (m.height * m.width) for m in ims)
+        return out
 
     def evaluate(self) -> "ParityReport":
         """(Re)compute the gate results from ``images`` and ``thresholds``."""
@@ -219,7 +256,11 @@ class ParityReport:
             gates.append(GateResult(name, scope, float(value), float(limit), bool(ok and not math.isnan(value))))
 
         for m in ims:
-            gate("max_abs_logit", m.name, m.max_abs_logit, t.max_abs_logit, True)
+            if m.max_abs_logit_outside_ties is None:
+                gate("max_abs_logit", m.name, m.max_abs_logit, t.max_abs_logit, True)
+            else:
+                gate("max_abs_logit_outside_ties", m.name, m.max_abs_logit_outside_ties, t.max_abs_logit, True)
+                gate("max_flip_fraction", m.name, m.flip_pixels / (m.height * m.width), t.max_flip_fraction, True)
             gate("min_image_iou", m.name, m.mask_iou, t.min_image_iou, False)
             gate("max_image_boundary_p95_px", m.name, m.boundary_p95_px, t.max_image_boundary_p95_px, True)
             gate("max_width_drift_px", m.name, m.max_width_drift_px, t.max_width_drift_px, True)
@@ -256,13 +297,20 @@ def run_parity(
     progress: Optional[Callable[[str], None]] = None,
     keep_masks: bool = False,
 ) -> ParityReport:
-    """Run ``reference`` and ``candidate`` on each ``(name, input)`` and gate the differences."""
+    """Run ``reference`` and ``candidate`` on each ``(name, input)`` and gate the differences.
+
+    When the thresholds gate ``max_abs_logit`` and ``reference`` has a ``tie_zone(x, margin)`` method
+    (:class:`~alisnet_export.pipeline.ReferenceOutputs`), that gate applies outside PointRend's tie zone.
+    """
     report = ParityReport(artifact, format, precision, thresholds or default_thresholds(precision))
+    margin = report.thresholds.max_abs_logit
+    tie_zone = getattr(reference, "tie_zone", None) if margin is not None else None
     for name, x in inputs:
         if progress:
             progress(name)
         ref, cand = reference(x), candidate(x)
-        report.images.append(compare_logits(name, ref, cand))
+        zone = tie_zone(x, margin) if tie_zone is not None else None
+        report.images.append(compare_logits(name, ref, cand, zone, margin or 0.0))
         if keep_masks:
             report.masks[name] = (ref[0, 1] > ref[0, 0], cand[0, 1] > cand[0, 0])
     return report.evaluate()

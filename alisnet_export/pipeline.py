@@ -65,12 +65,20 @@ class ReferenceOutputs:
         self.runner = runner
         self.inputs = list(inputs)
         self._cache: dict[int, np.ndarray] = {}
+        self._zones: dict[tuple[int, float], Optional[np.ndarray]] = {}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         key = id(x)
         if key not in self._cache:
             self._cache[key] = self.runner(x)
         return self._cache[key]
+
+    def tie_zone(self, x: np.ndarray, margin: float) -> Optional[np.ndarray]:
+        """PointRend's tie zone of the float model for ``x`` at ``margin`` (see :mod:`..parity`), cached."""
+        key = (id(x), margin)
+        if key not in self._zones:
+            self._zones[key] = self.runner.tie_zone(x, margin)
+        return self._zones[key]
 
 
 @dataclass

@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 from alisnet_export.config import load_config
 from alisnet_export.modeling import (
+    ambiguous_selection,
     build_model,
     calculate_uncertainty,
     get_uncertain_point_coords_on_grid,
@@ -145,3 +146,58 @@ def test_resnext_baseline_builds_with_detectron2_scale_parameters():
         model = ALiSNet(load_config("resnext101_fpn_pointrend"))
     params = sum(p.numel() for p in model.parameters())
     assert 85e6 < params < 95e6  # ResNeXt101-32x8d body (86.7 M) + FPN + head + point head
+
+
+def test_ambiguous_selection_marks_near_ties_and_unknown_cells():
+    u = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    none = torch.zeros(5, dtype=torch.bool)
+    assert not ambiguous_selection(u, 2, 0.1, none).any()  # gaps of 1 >> 2 * 0.1
+    assert ambiguous_selection(u, 2, 0.6, none).tolist() == [False, True, True, False, False]  # 4 vs 3 may swap
+    # exact ties at the k-th place: topk breaks them in an implementation-defined order
+    tied = ambiguous_selection(torch.tensor([1.0, 1.0, 1.0, 0.0]), 2, 0.0, torch.zeros(4, dtype=torch.bool))
+    assert tied.tolist() == [True, True, True, False]
+    # an unknown cell may rise above 4 (pushing it out of the top 2) but not above 5
+    unknown = torch.tensor([False, False, False, False, True])
+    assert ambiguous_selection(u, 2, 0.1, unknown).tolist() == [False, True, False, False, True]
+
+
+def test_perturbed_top_k_differs_only_in_ambiguous_cells():
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        u = torch.randn(2000, generator=gen).round(decimals=2)  # plenty of exact ties
+        unknown = torch.rand(2000, generator=gen) < 0.01
+        margin, k = 0.004, 300
+        zone = ambiguous_selection(u, k, margin, unknown)
+        v = u + (torch.rand(2000, generator=gen) * 2 - 1) * margin
+        v[unknown] = torch.randn(int(unknown.sum()), generator=gen) * 3
+        picked = torch.zeros(2000, dtype=torch.bool)
+        picked[torch.topk(u, k).indices] = True
+        repicked = torch.zeros(2000, dtype=torch.bool)
+        repicked[torch.topk(v, k).indices] = True
+        assert not ((picked != repicked) & ~zone).any(), trial
+        assert zone.sum() < 200  # the zone is the neighbourhood of the threshold, not everything
+
+
+def test_tie_zone_holds_every_pointrend_flip_of_a_perturbed_computation():
+    """Coarse logits off by up to margin / 2: every pixel where PointRend refines differently lies in the zone."""
+    from alisnet_export.zoo import fixture_checkpoint
+    from alisnet_export.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(fixture_checkpoint().path)
+    model = loaded.build_model()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 256, 192, generator=gen)
+    margin = 0.02  # large enough that a few decisions flip in a handful of trials
+    with torch.inference_mode():
+        coarse, features = model.forward_coarse(x)
+        zone = model.tie_zone(x, margin)[0]
+        ref = model.forward_refine(coarse, features, 256, 192)
+        flips = 0
+        for _ in range(5):
+            noise = (torch.rand(coarse.shape, generator=gen) * 2 - 1) * margin / 2
+            out = model.forward_refine(coarse + noise, features, 256, 192)
+            flipped = (out - ref).abs().amax(1)[0] > 0.05  # a refined-vs-not decision changes a logit by ~0.1-1
+            flips += int(flipped.sum())
+            assert not (flipped & ~zone).any()
+    assert flips > 0, "the perturbation never changed a refinement decision: the test checks nothing"
+    assert 0 < zone.sum() < 0.25 * zone.numel()  # 12% at this coarse margin; ~0.04% at 1e-4 on photos

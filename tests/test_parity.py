@@ -69,6 +69,39 @@ def test_gates_pass_and_fail_by_threshold_and_empty_reports_fail():
     assert not empty.passed
 
 
+def test_float_gate_allows_pointrend_flips_only_inside_the_tie_zone():
+    ref = _logits(_disk(64, 64, 32, 32, 20))
+    flipped = ref.copy()
+    flipped[0, :, 10, 10] += 0.3  # one pixel PointRend refined differently
+    zone = np.zeros((64, 64), bool)
+    zone[8:13, 8:13] = True
+
+    class Reference:
+        def __call__(self, x):
+            return ref
+
+        def tie_zone(self, x, margin):
+            assert margin == 1e-4  # the zone is computed at the gate's own tolerance
+            return zone
+
+    inputs = [("a", np.zeros((1, 3, 64, 64), np.float32))]
+    ok = run_parity(Reference(), lambda x: flipped, inputs, artifact="x", format="ptl", precision="float32")
+    m = ok.images[0]
+    assert ok.passed and m.max_abs_logit == pytest.approx(0.3) and m.max_abs_logit_outside_ties == 0.0
+    assert m.flip_pixels == 1 and m.tie_zone_pixels == 25
+    assert {g.gate for g in ok.gates} >= {"max_abs_logit_outside_ties", "max_flip_fraction"}
+    # the same difference outside the zone fails, and so do too many flips inside it
+    zone[:] = False
+    assert not run_parity(Reference(), lambda x: flipped, inputs, artifact="x", format="ptl", precision="float32").passed
+    zone[:] = True
+    many = ref + 0.3
+    bad = run_parity(Reference(), lambda x: many, inputs, artifact="x", format="ptl", precision="float32")
+    assert [g.gate for g in bad.failures] == ["max_flip_fraction"]
+    # a plain callable reference (no tie zone) gates max |delta logit| over every pixel
+    plain = run_parity(lambda x: ref, lambda x: flipped, inputs, artifact="x", format="ptl", precision="float32")
+    assert [g.gate for g in plain.failures] == ["max_abs_logit"]
+
+
 def _junit_cases(path):
     """Parse the JUnit file with junitparser (a JUnit/xUnit XML library, pinned in the test extra) and check
     that the statistics we wrote agree with the ones it recomputes from the test cases. Returns
@@ -161,12 +194,15 @@ def test_parity_fails_on_a_perturbed_weight_and_a_modified_file(run_cli, float_e
     assert code == 1
     result = json.loads(out)["results"][0]
     assert result["integrity_problems"] and "modified after export" in result["integrity_problems"][0]
-    assert any("max_abs_logit" in f for f in result["failures"])
+    # a flat random model ties PointRend's whole selection, so the nudge shows as "refined differently"
+    # pixels (max_flip_fraction) or, outside the tie zone, as max_abs_logit_outside_ties
+    logit_gates = ("max_abs_logit", "max_flip_fraction")
+    assert any(g in f for f in result["failures"] for g in logit_gates)
     # the report a person opens says which gates failed on which image, and shows the masks
     page = (tmp_path / "report" / "report.md").read_text()
     assert "**Overall: FAILED**" in page and "Failed gates:" in page
     worst = min(result["images"], key=lambda m: m["mask_iou"])["name"]
-    assert f"`{worst}: max_abs_logit" in page and "artifact_sha256_matches_manifest" in page
+    assert any(f"`{worst}: {g}" in page for g in logit_gates) and "artifact_sha256_matches_manifest" in page
     assert list((tmp_path / "report").glob("*.diff.png"))
 
 

@@ -36,6 +36,29 @@ def test_float_ptl_matches_the_float_model(run_cli, tmp_path, random_mbv2_ckpt):
     assert meta["variant"] == "alisnet_mobilenetv2" and meta["input"]["normalization"]["std"][0] == pytest.approx(0.229)
 
 
+def test_float_ptl_is_bit_exact_and_folded_batchnorm_differs_only_in_pointrend_ties(run_cli, tmp_path):
+    """Unfolded, the float .ptl runs the eager model's kernels: identical logits. --fold-bn changes
+    rounding by ~1e-5, which PointRend's top-k selection can turn into a few differently refined
+    pixels: the gate must then find them all inside the float model's tie zone."""
+    from alisnet_export.zoo import fixture_checkpoint
+
+    ckpt = fixture_checkpoint().path  # trained: PointRend selects among real uncertainties at 512 px
+    args = ("ptl", ckpt, "--float", "--height", "512", "--no-person-crops", "--json")
+    code, out, err = run_cli(*args, "-o", tmp_path / "exact")
+    assert code == 0, err
+    exact = json.loads(out)["parity"]["summary"]
+    assert exact["max_abs_logit"] == 0.0 and exact["max_flip_fraction"] == 0.0
+    code, out, err = run_cli(*args, "--fold-bn", "-o", tmp_path / "folded")
+    assert code == 0, err
+    result = json.loads(out)
+    folded = result["parity"]["summary"]
+    assert 0 < folded["max_abs_logit_outside_ties"] <= 1e-4 and folded["max_flip_fraction"] <= 1e-3
+    manifest = read_manifest(tmp_path / "folded" / "alisnet_mnasnet-float32.manifest.json")
+    assert "fold_conv_batchnorm" in manifest["artifacts"][0]["runtime"]["mobile_passes"]
+    code, out, err = run_cli("ptl", ckpt, "--fold-bn", "-o", tmp_path / "int8")
+    assert code == 2 and "--fold-bn applies to --float only" in err and not (tmp_path / "int8").exists()
+
+
 def test_int8_ptl_runs_in_the_lite_interpreter_and_a_failing_gate_exits_1(run_cli, tmp_path, random_mbv2_ckpt):
     # a random network's near-zero logits flip under int8: the gate must fail, loudly, and say so in the manifest
     code, out, err = run_cli("ptl", random_mbv2_ckpt, *SMALL, "-o", tmp_path, "--no-person-crops")

@@ -19,7 +19,11 @@ from ._common import Reporter, human_size, json_option, model_options, output_op
 __all__ = ["export_options", "run_export", "COMMANDS"]
 
 _THRESHOLD_OPTIONS = [
-    ("max_abs_logit", float, "Gate: max |logit difference| per image (float default 1e-4; off for int8)."),
+    ("max_abs_logit", float, "Gate: max |logit difference| per image outside PointRend's tie zone (float default "
+                             "1e-4; off for int8). The zone: pixels whose top-k point selection a difference this "
+                             "small could flip; README, 'Parity gates'."),
+    ("max_flip_fraction", float, "Gate: most pixels PointRend may refine differently (inside its tie zone), as a "
+                                 "fraction of an image (float default 0.001)."),
     ("min_mean_iou", float, "Gate: mean mask IoU vs the float model (default 0.999 float, 0.99 int8)."),
     ("min_image_iou", float, "Gate: every image's mask IoU (default 0.999 float, 0.98 int8)."),
     ("max_mean_boundary_px", float, "Gate: mean contour distance in px (default 1.0 for int8)."),
@@ -263,10 +267,14 @@ def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
               help="Lite bytecode version; 7 backports for app runtimes older than PyTorch 1.11.")
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
 @click.option("--float-point-head", is_flag=True, help="int8: keep PointRend's point MLP in float.")
+@click.option("--fold-bn", is_flag=True,
+              help="--float: fold BatchNorm into the convs (faster). Changes float rounding, so PointRend may "
+                   "refine a few different points and the 1e-4 logit gate can fail; unfolded (default) the "
+                   ".ptl is bit-exact with the eager model.")
 @export_options
 @pass_reporter
 def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_tensor: bool, float_point_head: bool,
-                **kwargs: Any) -> int:
+                fold_bn: bool, **kwargs: Any) -> int:
     """Export CKPT to a PyTorch-lite .ptl (int8 QNNPACK by default) and gate it on parity.
 
     \b
@@ -277,9 +285,12 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
     """
     from ..exporters.ptl import PtlExporter
 
+    if fold_bn and not float_:
+        raise click.UsageError("--fold-bn applies to --float only (int8 always folds BatchNorm into its quantized convs)")
     options = {
         "bytecode_version": int(bytecode_version),
         "eager_quant": {"per_channel": not per_tensor, "quantize_point_head": not float_point_head},
+        "fold_batchnorm": fold_bn,
     }
     return run_export(PtlExporter(), reporter=reporter, precision="float32" if float_ else "int8", options=options,
                       **_common_kwargs(kwargs))

@@ -55,6 +55,7 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
     from ..checkpoint import load_checkpoint
     from ..errors import DataError
     from ..parity_check import check_target, resolve_targets
+    from ..pipeline import ReferenceOutputs
     from ..reports import denormalize, write_junit, write_reports
     from ..runtimes.torch_runners import TorchModelRunner
     from ..samples import image_paths, parity_inputs
@@ -79,14 +80,7 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
     reference = TorchModelRunner(model)
     inputs = list(parity_inputs(image_paths(list(images) or None), cfg, height=height, reference=model,
                                 person_crops=not no_person_crops))
-    cache: dict = {}
-    keyed = {id(x): n for n, x in inputs}
-
-    def reference_fn(x):
-        name = keyed[id(x)]
-        if name not in cache:
-            cache[name] = reference(x)
-        return cache[name]
+    reference_fn = ReferenceOutputs(reference, inputs)  # each image's float logits (and tie zone) once for all targets
 
     results = []
     for t in targets:

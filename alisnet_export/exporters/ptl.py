@@ -1,14 +1,17 @@
 """``.ptl``: TorchScript for the PyTorch lite interpreter (the paper's deployment).
 
 int8 (default): eager QNNPACK quantization, converted from a QAT checkpoint when given one,
-otherwise post-training calibration. float32: the float model as is. Either way the whole model is
+otherwise post-training calibration. float32: the float model as is, with its BatchNorms kept unless
+``fold_batchnorm`` is asked for (folding changes float rounding, and PointRend's top-k point selection
+turns that into a few differently refined pixels; unfolded, the .ptl is bit-exact with the eager
+model). Either way the whole model is
 *scripted* (not traced: the PointRend loop's point count depends on the input size), frozen,
 passed through the mobile graph passes that work on these wheels, and saved for the lite
 interpreter with metadata in ``_extra_files``.
 
 ``torch.utils.mobile_optimizer.optimize_for_mobile`` asserts on every x86 wheel of the pinned torch
 ("Mobile optimization only available with XNNPACK"), even with its XNNPACK pass blocklisted.
-:func:`mobile_passes` runs the rest of what it does: freezing (constant folding, conv-BN folding),
+:func:`mobile_passes` runs the rest of what it does: freezing (constant folding; conv-BN folding for int8 and ``--fold-bn``),
 dropout removal, add+ReLU fusion, common-subexpression elimination, peephole. The one gap: float
 conv/linear weights are not pre-packed into XNNPACK ops (``prepacked::conv2d_clamp_run``), so a
 float .ptl packs weights on each call on the phone; int8 .ptl is unaffected (QNNPACK packs its
@@ -50,13 +53,19 @@ def mobile_passes(frozen: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     return frozen
 
 
-def script_for_lite(model: nn.Module) -> torch.jit.ScriptModule:
-    """Script (not trace), freeze and optimise ``model`` for the lite interpreter."""
+def script_for_lite(model: nn.Module, *, fold_batchnorm: bool = True) -> torch.jit.ScriptModule:
+    """Script (not trace), freeze and optimise ``model`` for the lite interpreter.
+
+    ``fold_batchnorm=False`` freezes without the passes that change rounding (conv-BN, conv-add and
+    conv-mul folding: ``optimize_numerics=False``), so a float model computes bit for bit what the
+    eager model computes. That matters for PointRend: its top-k point selection turns a 1e-6 change
+    of a near-tied uncertainty into a different refined point, i.e. a logit change of ~0.1-0.3.
+    """
     try:
         scripted = torch.jit.script(model.eval())
     except Exception as exc:  # TorchScript errors are long; keep the first lines
         raise ExportError(f"TorchScript could not compile the model: {str(exc).splitlines()[0]}") from exc
-    return mobile_passes(torch.jit.freeze(scripted))
+    return mobile_passes(torch.jit.freeze(scripted, optimize_numerics=fold_batchnorm))
 
 
 def ops_yaml(operators: list[str], header: str) -> str:
@@ -92,11 +101,14 @@ class PtlExporter(Exporter):
                                 "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})}}
             quantization.update(options.to_dict())
             quantization.update(eager.describe_quantization(model))
+            fold = True  # int8: BatchNorm is already fused into the quantized convs
         else:
             model = job.reference
             quantization = {"scheme": "none"}
-        job.log("scripting and freezing the whole model, PointRend loop included")
-        module = script_for_lite(model)
+            fold = bool(job.options.get("fold_batchnorm", False))
+        job.log("scripting and freezing the whole model, PointRend loop included"
+                + ("" if fold else " (BatchNorm kept: bit-exact with the eager float model)"))
+        module = script_for_lite(model, fold_batchnorm=fold)
         extra = {"alisnet/metadata.json": json.dumps(job.options.get("metadata", {}), indent=1)}
         version = int(job.options.get("bytecode_version", 8))
         if version == 8:
@@ -118,7 +130,7 @@ class PtlExporter(Exporter):
             "quantized_engine": eager.ENGINE if job.precision == "int8" else None,
             "operators": operators,
             "op_list_file": f"{job.options['name']}.ops.yaml",
-            "mobile_passes": list(MOBILE_PASSES),
+            "mobile_passes": list(MOBILE_PASSES) + (["fold_conv_batchnorm"] if fold else []),
             "not_applied": "XNNPACK weight prepacking (optimize_for_mobile needs an XNNPACK-enabled torch build)",
         }
         header = (f"Root operators of the {job.precision} .ptl (bytecode v{written}) for a selective-build "

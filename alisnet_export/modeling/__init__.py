@@ -3,6 +3,7 @@
 from .alisnet import IGNORE_INDEX, ALiSNet, build_model
 from .backbones import LEVEL_NAMES, LEVEL_STRIDES, Backbone, build_backbone, load_imagenet_weights
 from .point_rend import (
+    ambiguous_selection,
     calculate_uncertainty,
     get_uncertain_point_coords_on_grid,
     get_uncertain_point_coords_with_randomness,
@@ -15,6 +16,7 @@ __all__ = [
     "IGNORE_INDEX",
     "LEVEL_NAMES",
     "LEVEL_STRIDES",
+    "ambiguous_selection",
     "build_backbone",
     "build_model",
     "calculate_uncertainty",

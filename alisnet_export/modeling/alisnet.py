@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from ..config import ModelConfig
 from .backbones import LEVEL_NAMES, build_backbone
 from .heads import FPN, SemSegFPNHead
-from .point_rend import PointRendSemSeg
+from .point_rend import PointRendSemSeg, influenced_by
 
 __all__ = ["ALiSNet", "build_model", "IGNORE_INDEX"]
 
@@ -98,6 +98,21 @@ class ALiSNet(nn.Module):
         if logits.shape[-1] != width:
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return logits
+
+    @torch.jit.unused
+    def tie_zone(self, x: Tensor, margin: float) -> Tensor:
+        """(N, H, W) bool: the pixels where PointRend's top-k point selection makes :meth:`forward`'s
+        logits depend on float rounding, for a computation that agrees with this one to within
+        ``margin`` before the selection (see :meth:`PointRendSemSeg.tie_zone`). Empty without PointRend.
+        """
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        if self.point_rend is None:
+            return torch.zeros((x.shape[0], height, width), dtype=torch.bool, device=x.device)
+        coarse_logits, features = self.forward_coarse(x)
+        zone = self.point_rend.tie_zone(coarse_logits, features, margin)
+        if zone.shape[-1] != width:
+            zone = torch.stack([influenced_by(z, (height, width)) for z in zone])
+        return zone
 
     @torch.jit.unused
     def losses(self, images: Tensor, targets: Tensor, *, point_loss_weight: float = 1.0) -> dict[str, Tensor]:

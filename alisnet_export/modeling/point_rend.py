@@ -31,6 +31,8 @@ __all__ = [
     "num_points_to_refine",
     "get_uncertain_point_coords_on_grid",
     "get_uncertain_point_coords_with_randomness",
+    "ambiguous_selection",
+    "influenced_by",
     "StandardPointHead",
     "PointRendSemSeg",
 ]
@@ -73,6 +75,39 @@ def get_uncertain_point_coords_on_grid(uncertainty_map: Tensor, num_points: int)
     col = flat - row * w
     point_coords = torch.stack([(col + 0.5) / w, (row + 0.5) / h], dim=2)
     return point_indices, point_coords
+
+
+def ambiguous_selection(uncertainty: Tensor, k: int, margin: float, unknown: Tensor) -> Tensor:
+    """Cells whose top-``k`` selection another computation of ``uncertainty`` could decide differently.
+
+    ``uncertainty`` (M,) is this computation's map (flattened), ``unknown`` (M,) bool marks cells whose
+    value another computation may have anywhere, and every other cell's value may differ by up to
+    ``margin``. A cell is ambiguous when it is unknown, or when it is in the top ``k`` under one such
+    perturbation and out of it under another; ties count as ambiguous (topk breaks them by
+    implementation-defined order). Returns (M,) bool.
+    """
+    m = uncertainty.numel()
+    u = uncertainty.double()
+    two = 2.0 * margin
+    everything = torch.sort(u).values
+    known_sorted = torch.sort(u[~unknown]).values
+    unknown_sorted = torch.sort(u[unknown]).values
+    # p lowered by margin, every known cell raised by margin, every unknown cell set high: the cells
+    # at or above p (ties count against p) are the known ones >= u_p - 2 margin and all unknown ones
+    at_or_above = m - torch.searchsorted(everything, u - two, right=False) - 1  # minus p itself
+    unknown_below = torch.searchsorted(unknown_sorted, u - two, right=False)
+    can_be_dropped = at_or_above + unknown_below >= k
+    # p raised by margin, every known cell lowered by margin, every unknown cell set low (ties favour p)
+    known_above_high = known_sorted.numel() - torch.searchsorted(known_sorted, u + two, right=True)
+    can_be_picked = known_above_high < k
+    return unknown | (can_be_dropped & can_be_picked)
+
+
+def influenced_by(cells: Tensor, size: tuple[int, int]) -> Tensor:
+    """(H, W) bool: the pixels of a bilinear resize (``align_corners=False``) of an (h, w) map to
+    ``size`` that take a nonzero weight from a cell marked in ``cells`` (h, w) bool."""
+    spread = F.interpolate(cells[None, None].float(), size=size, mode="bilinear", align_corners=False)
+    return spread[0, 0] > 0
 
 
 def get_uncertain_point_coords_with_randomness(
@@ -208,6 +243,41 @@ class PointRendSemSeg(nn.Module):
                 .reshape(n, k, h, w)
             )
         return logits
+
+    @torch.jit.unused
+    def tie_zone(self, coarse_logits: Tensor, features: Tensor, margin: float) -> Tensor:
+        """Where :meth:`forward`'s output (N, h', w') bool may legitimately differ from another float
+        computation whose coarse logits and features agree with these to within ``margin``.
+
+        Top-k point selection is discontinuous: a cell whose uncertainty is within ``2 * margin``
+        (uncertainty is a difference of two logits) of the k-th largest can be refined by one runtime and
+        not by the other, which changes its logit by the point head's correction (often 0.1-1). Such a
+        cell, every cell whose upsampled value reads it in the next step, and every cell whose rank
+        those can push across the k-th place, is in the zone. Everything outside it must agree to within
+        ``margin``; the zone itself holds the few pixels near PointRend's selection threshold.
+        """
+        zones = []
+        for b in range(coarse_logits.shape[0]):
+            logits = coarse_logits[b : b + 1]
+            zone = torch.zeros(logits.shape[-2:], dtype=torch.bool, device=logits.device)
+            for _ in range(self.subdivision_steps):
+                logits = F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)
+                _, k, h, w = logits.shape
+                zone = influenced_by(zone, (h, w))
+                uncertainty = calculate_uncertainty(logits)
+                count = num_points_to_refine(h * w, self.subdivision_num_points)
+                zone = ambiguous_selection(uncertainty.reshape(h * w), count, margin, zone.reshape(h * w)).reshape(h, w)
+                point_indices, point_coords = get_uncertain_point_coords_on_grid(uncertainty, self.subdivision_num_points)
+                point_logits = self.point_head(
+                    point_sample(features[b : b + 1], point_coords), point_sample(coarse_logits[b : b + 1], point_coords)
+                )
+                logits = (
+                    logits.reshape(1, k, h * w)
+                    .scatter(2, point_indices.unsqueeze(1).expand(-1, k, -1), point_logits)
+                    .reshape(1, k, h, w)
+                )
+            zones.append(zone)
+        return torch.stack(zones)
 
     @torch.jit.unused
     def point_loss(self, coarse_logits: Tensor, features: Tensor, targets: Tensor, ignore_index: int = 255) -> Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -26,6 +26,13 @@ class TorchModelRunner(Runner):
     def run(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+    def tie_zone(self, x: np.ndarray, margin: float) -> Optional[np.ndarray]:
+        """(H, W) bool: PointRend's tie zone for one image (``ALiSNet.tie_zone``); None for other models."""
+        if not hasattr(self.model, "tie_zone"):
+            return None
+        with torch.inference_mode():
+            return self.model.tie_zone(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), margin)[0].numpy()
 
     def describe(self) -> dict[str, Any]:
         return {"format": "torch-eager", "torch": torch.__version__}
