@@ -304,7 +304,9 @@ def build_bundle(
         from .bundle_tests import write_bundle_tests
 
         on_target(targets[0], "writing the emitted parity tests")
-        tests = write_bundle_tests(tmp, photos, cfg, reference_model, height=min(height, TESTS_MAX_HEIGHT))
+        margins = sorted({m for m in (thresholds(t.precision).max_abs_logit for t in targets) if m is not None})
+        tests = write_bundle_tests(tmp, photos, cfg, reference_model, height=min(height, TESTS_MAX_HEIGHT),
+                                   tie_margins=margins)
         for target in targets:
             exporter = exporters[target]
             on_target(target, "export")

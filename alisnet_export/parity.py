@@ -37,6 +37,7 @@ __all__ = [
     "Thresholds",
     "DEFAULT_THRESHOLDS",
     "default_thresholds",
+    "describe_logits",
     "GateResult",
     "ParityReport",
     "compare_logits",
@@ -182,6 +183,15 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "palettized4-weights": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
                                       max_image_boundary_p95_px=4.0, max_width_drift_px=4),
 }
+
+
+def describe_logits(summary: dict[str, Any]) -> str:
+    """``max |dlogit| X`` for a one-line summary, with the tie-zone split when the float gate used it."""
+    text = f"max |dlogit| {summary['max_abs_logit']:.3g}"
+    if "max_abs_logit_outside_ties" in summary:
+        text += (f" ({summary['max_abs_logit_outside_ties']:.3g} outside PointRend's tie zone, "
+                 f"{summary['max_flip_fraction']:.3%} of pixels refined differently)")
+    return text
 
 
 def default_thresholds(precision: str) -> Thresholds:

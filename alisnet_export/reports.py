@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from .checkpoint import atomic_write
-from .parity import ParityReport
+from .parity import ImageMetrics, ParityReport
 from .visualize import disagreement_overlay, mask_overlay, save_png
 
 __all__ = ["junit_xml", "write_junit", "denormalize", "write_overlays", "markdown_report", "html_report", "write_reports"]
@@ -95,8 +95,19 @@ def _summary_rows(report: ParityReport) -> list[tuple[str, str]]:
         ("mask IoU", f"mean {s['mean_iou']:.4f}, min {s['min_iou']:.4f}"),
         ("boundary", f"mean {s['mean_boundary_px']:.2f} px, worst p95 {s['max_boundary_p95_px']:.2f} px"),
         ("max |Δlogit|", f"{s['max_abs_logit']:.4g} (mean {s['mean_abs_logit']:.3g})"),
+        *([("outside PointRend's tie zone",
+            f"max |Δlogit| {s['max_abs_logit_outside_ties']:.4g}; refined differently: at most "
+            f"{s['max_flip_fraction']:.4%} of an image's pixels (zone ≤ {s['max_tie_zone_fraction']:.4%})")]
+          if "max_abs_logit_outside_ties" in s else []),
         ("width drift", f"≤ {s['max_width_drift_px']} px at body heights 20/35/50/65/80%"),
     ]
+
+
+def _logit_cell(m: ImageMetrics) -> str:
+    """Max |Δlogit|, and with a tie zone the value outside it and the pixels refined differently inside it."""
+    if m.max_abs_logit_outside_ties is None:
+        return f"{m.max_abs_logit:.3g}"
+    return f"{m.max_abs_logit:.3g} ({m.max_abs_logit_outside_ties:.3g} outside ties; {m.flip_pixels} flipped)"
 
 
 def markdown_report(reports: Sequence[ParityReport], overlays: Mapping[str, list[dict[str, Any]]],
@@ -115,7 +126,7 @@ def markdown_report(reports: Sequence[ParityReport], overlays: Mapping[str, list
                   "|---|---|---:|---:|---:|---:|---|"]
         for m in report.images:
             lines.append(f"| {m.name} | {m.height}x{m.width} | {m.mask_iou:.4f} | {m.pixel_agreement:.4f} | "
-                         f"{m.boundary_mean_px:.2f} / {m.boundary_p95_px:.2f} | {m.max_abs_logit:.3g} | "
+                         f"{m.boundary_mean_px:.2f} / {m.boundary_p95_px:.2f} | {_logit_cell(m)} | "
                          f"{', '.join(map(str, m.width_drift_px))} |")
         lines.append("")
         for item in overlays.get(report.artifact, []):
@@ -155,7 +166,7 @@ def html_report(reports: Sequence[ParityReport], overlays: Mapping[str, list[dic
         for m in report.images:
             parts.append(f"<tr><td>{e(m.name)}</td><td>{m.height}x{m.width}</td><td>{m.mask_iou:.4f}</td>"
                          f"<td>{m.pixel_agreement:.4f}</td><td>{m.boundary_mean_px:.2f} / {m.boundary_p95_px:.2f}</td>"
-                         f"<td>{m.max_abs_logit:.3g}</td><td>{e(', '.join(map(str, m.width_drift_px)))}</td></tr>")
+                         f"<td>{e(_logit_cell(m))}</td><td>{e(', '.join(map(str, m.width_drift_px)))}</td></tr>")
         parts.append("</table>")
         for item in overlays.get(report.artifact, []):
             f = item["files"]

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,8 +32,14 @@ def bundle(tmp_path_factory, random_mbv2_ckpt):
         main(["ptl", str(random_mbv2_ckpt), "--float", "--height", "256", "-o", str(folder), "--no-person-crops"])
     assert info.value.code == 0
     loaded = load_checkpoint(random_mbv2_ckpt)
-    paths = write_bundle_tests(folder, sample_image_paths(), loaded.config, loaded.build_model(), height=256)
+    paths = write_bundle_tests(folder, sample_image_paths(), loaded.config, loaded.build_model(), height=256,
+                               tie_margins=[1e-4])
     assert paths["cases"].stat().st_size < 3e6
+    cases = np.load(paths["cases"])
+    names = list(cases["names"])
+    # the float gate's tie zone travels with each case, at the gate's tolerance (the key the suite looks up)
+    assert {f"ties:{1e-4!r}:{n}" for n in names} <= set(cases.files)
+    assert cases[f"ties:{1e-4!r}:{names[0]}"].shape == cases[f"logits:{names[0]}"].shape[2:]
     return folder
 
 

@@ -69,6 +69,9 @@ def test_int8_ptl_runs_in_the_lite_interpreter_and_a_failing_gate_exits_1(run_cl
     assert entry["parity"]["status"] == "failed" and entry["parity"]["failures"]
     assert entry["quantization"]["scheme"] == "eager-ptq" and entry["quantization"]["backend"] == "qnnpack"
     assert "backbone" in entry["quantization"]["quantized_modules"]
+    equalization = entry["quantization"]["equalization"]  # PTQ evens out channel ranges first, and says so
+    assert equalization["applied"] and equalization["chains"] > 10
+    assert equalization["max_range_ratio_after"] <= equalization["max_range_ratio_before"]
     assert "quantized::conv2d_relu.new" in entry["runtime"]["operators"]
     runner = open_runner(tmp_path / "alisnet_mobilenetv2-int8.ptl")
     golden = read_golden(tmp_path / "alisnet_mobilenetv2-int8.golden.algv")

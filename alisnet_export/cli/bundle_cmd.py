@@ -155,7 +155,10 @@ def _numbers(result) -> str:
     if result.record is None or result.record.report is None:
         return "-"
     s = result.record.report.summary()
-    return f"IoU {s['mean_iou']:.4f}  max|dlogit| {s['max_abs_logit']:.3g}"
+    text = f"IoU {s['mean_iou']:.4f}  max|dlogit| {s['max_abs_logit']:.3g}"
+    if "max_abs_logit_outside_ties" in s:
+        text += f" ({s['max_abs_logit_outside_ties']:.2g} outside ties)"
+    return text
 
 
 def _print_summary(reporter: Reporter, outcome, seconds: float) -> None:

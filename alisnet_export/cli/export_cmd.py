@@ -32,6 +32,14 @@ _THRESHOLD_OPTIONS = [
 ]
 
 
+def no_equalize_option(f: Callable) -> Callable:
+    """``--no-equalize`` for the commands that quantize activations (ptl, pte, onnx)."""
+    return click.option("--no-equalize", is_flag=True,
+                        help="int8 post-training quantization: skip activation-range equalization (a rescaling of "
+                             "BN-ReLU-conv chains that keeps the float function and evens out per-channel ranges "
+                             "before per-tensor activation quantization; recorded in the manifest).")(f)
+
+
 def export_options(f: Callable) -> Callable:
     """Options every export command shares (images, height, gates, naming, output)."""
     for name, typ, text in reversed(_THRESHOLD_OPTIONS):
@@ -239,6 +247,8 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
 
 
 def _parity_text(record) -> str:
+    from ..parity import describe_logits
+
     report = record.report
     if report is None:
         return f"NOT RUN: {record.not_run_reason or 'skipped'}"
@@ -246,7 +256,7 @@ def _parity_text(record) -> str:
     verdict = "PASSED" if report.passed else "FAILED"
     return (f"{verdict}  {s['images']} images: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), "
             f"boundary {s['mean_boundary_px']:.2f} px mean / {s['max_boundary_p95_px']:.1f} px p95, "
-            f"max |dlogit| {s['max_abs_logit']:.3g}, width drift <= {s['max_width_drift_px']} px")
+            f"{describe_logits(s)}, width drift <= {s['max_width_drift_px']} px")
 
 
 def _checks_lines(checks: dict[str, Any]) -> list[str]:
@@ -271,10 +281,11 @@ def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
               help="--float: fold BatchNorm into the convs (faster). Changes float rounding, so PointRend may "
                    "refine a few different points and the 1e-4 logit gate can fail; unfolded (default) the "
                    ".ptl is bit-exact with the eager model.")
+@no_equalize_option
 @export_options
 @pass_reporter
 def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_tensor: bool, float_point_head: bool,
-                fold_bn: bool, **kwargs: Any) -> int:
+                fold_bn: bool, no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to a PyTorch-lite .ptl (int8 QNNPACK by default) and gate it on parity.
 
     \b
@@ -291,6 +302,7 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
         "bytecode_version": int(bytecode_version),
         "eager_quant": {"per_channel": not per_tensor, "quantize_point_head": not float_point_head},
         "fold_batchnorm": fold_bn,
+        "equalize": not no_equalize,
     }
     return run_export(PtlExporter(), reporter=reporter, precision="float32" if float_ else "int8", options=options,
                       **_common_kwargs(kwargs))
@@ -358,10 +370,11 @@ def _parse_size(value: Optional[str], option: str) -> Optional[tuple[int, int]]:
 @click.option("--max-size", metavar="HxW",
               help="Largest input the .pte accepts (multiples of 32). ExecuTorch plans memory for it. Default: 1024x1024.")
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
+@no_equalize_option
 @export_options
 @pass_reporter
 def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_size: Optional[str], per_tensor: bool,
-                **kwargs: Any) -> int:
+                no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to an ExecuTorch .pte (XNNPACK delegate; int8 PT2E by default) and gate it on parity.
 
     \b
@@ -379,7 +392,8 @@ def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_s
     bounds = SizeBounds(_parse_size(min_size, "--min-size") or default.min_hw,
                         _parse_size(max_size, "--max-size") or default.max_hw)
     return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8",
-                      options={"per_channel": not per_tensor}, bounds=bounds, **_common_kwargs(kwargs))
+                      options={"per_channel": not per_tensor, "equalize": not no_equalize}, bounds=bounds,
+                      **_common_kwargs(kwargs))
 
 
 COMMANDS = [ptl_command, pte_command, coreml_command]

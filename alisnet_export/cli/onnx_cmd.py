@@ -8,7 +8,7 @@ from typing import Any, Optional
 import click
 
 from ._common import Reporter, model_options, pass_reporter
-from .export_cmd import _common_kwargs, export_options, run_export
+from .export_cmd import _common_kwargs, export_options, no_equalize_option, run_export
 
 __all__ = ["onnx_command", "parse_size", "COMMANDS"]
 
@@ -39,10 +39,11 @@ def parse_size(text: Optional[str], option: str) -> Optional[tuple[int, int]]:
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
 @click.option("--ort", "ort_format", is_flag=True,
               help="Write the ORT format (.ort) for ONNX Runtime Mobile / minimal builds instead of .onnx.")
+@no_equalize_option
 @export_options
 @pass_reporter
 def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optional[str], max_size: Optional[str],
-                 per_tensor: bool, ort_format: bool, **kwargs: Any) -> int:
+                 per_tensor: bool, ort_format: bool, no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to ONNX (int8 QDQ by default) for ONNX Runtime and gate it on parity.
 
     \b
@@ -61,7 +62,7 @@ def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optiona
         default = exporter.default_bounds
         bounds = SizeBounds(min_hw=parse_size(min_size, "--min-size") or default.min_hw,
                             max_hw=parse_size(max_size, "--max-size") or default.max_hw)
-    options = {"opset": opset, "per_channel": not per_tensor}
+    options = {"opset": opset, "per_channel": not per_tensor, "equalize": not no_equalize}
     return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8", options=options,
                       bounds=bounds, **_common_kwargs(kwargs))
 

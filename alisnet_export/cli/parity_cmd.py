@@ -122,11 +122,13 @@ def _print_result(reporter: Reporter, result) -> None:
         return
     for problem in result.integrity:
         reporter.line(f"  {problem}", fg="red")
+    from ..parity import describe_logits
+
     s = result.report.summary()
     verdict = "passed" if result.passed else "FAILED"
     reporter.line(f"  {verdict}: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), boundary "
-                  f"{s['mean_boundary_px']:.2f} px mean / {s['max_boundary_p95_px']:.1f} px p95, max |dlogit| "
-                  f"{s['max_abs_logit']:.3g}, width drift <= {s['max_width_drift_px']} px",
+                  f"{s['mean_boundary_px']:.2f} px mean / {s['max_boundary_p95_px']:.1f} px p95, "
+                  f"{describe_logits(s)}, width drift <= {s['max_width_drift_px']} px",
                   fg=None if result.passed else "red")
     for failure in result.report.failures[:8]:
         reporter.line(f"    {failure.describe()}", fg="red")

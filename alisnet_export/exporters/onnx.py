@@ -34,6 +34,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..errors import EnvironmentProblem, ExportError
+from ..quantize.equalize import equalize_for_quantization
 from ..manifest import INPUT_NAME, OUTPUT_NAME
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
@@ -127,8 +128,9 @@ def _set_metadata(model, props: dict[str, str]) -> None:
             model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
 
 
-def export_float_onnx(job: ExportJob, dest: Path, *, opset: int) -> None:
-    """The float reference as ONNX with dynamic H and W (multiples of 32 within ``job.bounds``)."""
+def export_float_onnx(job: ExportJob, dest: Path, *, opset: int, model: Any = None) -> None:
+    """The float reference (or ``model``, the same function re-parametrised) as ONNX with dynamic H and W
+    (multiples of 32 within ``job.bounds``)."""
     import torch
     from torch.export import Dim
 
@@ -138,7 +140,7 @@ def export_float_onnx(job: ExportJob, dest: Path, *, opset: int) -> None:
     import dataclasses
 
     example = dataclasses.replace(job, example_hw=example_size(bounds, job.example_hw)).example_input()
-    model = job.reference.eval()
+    model = (job.reference if model is None else model).eval()
     try:
         with torch.no_grad():
             program = torch.onnx.export(
@@ -293,17 +295,22 @@ class OnnxExporter(Exporter):
         staging = Path(tempfile.mkdtemp(prefix=".alisnet-onnx.", dir=dest.parent))
         try:
             float_path = staging / "float.onnx"
-            job.log(f"exporting with torch.onnx (dynamo, opset {opset}, dynamic H and W)")
-            export_float_onnx(job, float_path, opset=opset)
             quantization: dict[str, Any]
+            source, equalization = job.reference, None
             if job.precision == "int8":
                 inputs = job.calibration()
+                source, equalization = equalize_for_quantization(job.reference, inputs,
+                                                                 enabled=job.options.get("equalize", True), log=job.log)
+            job.log(f"exporting with torch.onnx (dynamo, opset {opset}, dynamic H and W)")
+            export_float_onnx(job, float_path, opset=opset, model=source)
+            if job.precision == "int8":
                 job.log(f"ONNX Runtime static QDQ quantization of Conv nodes, calibrated on {len(inputs)} images")
                 per_channel = bool(job.options.get("per_channel", True))
                 counts = quantize_qdq(float_path, staging / "int8.onnx", inputs, per_channel=per_channel)
                 model_path = staging / "int8.onnx"
                 quantization = {
                     "scheme": "ort-static-qdq", "backend": f"onnxruntime {onnxruntime.__version__}",
+                    "equalization": equalization,
                     "calibration": {"images": len(inputs), "method": "MinMax",
                                     **job.options.get("calibration_info", {})},
                     "op_types": list(QUANT_OP_TYPES), "per_channel": per_channel,

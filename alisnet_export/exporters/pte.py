@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ExportError
+from ..quantize.equalize import equalize_for_quantization
 from ..modeling.alisnet import ALiSNet
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
@@ -209,9 +210,11 @@ class PteExporter(Exporter):
         if job.precision == "int8":
             inputs = job.calibration()
             job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
-            model: nn.Module = quantize_coarse_pt2e(job.reference, example, bounds, inputs, per_channel=per_channel)
+            source, equalization = equalize_for_quantization(job.reference, inputs,
+                                                             enabled=job.options.get("equalize", True), log=job.log)
+            model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, per_channel=per_channel)
             quantization = {
-                "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel,
+                "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel, "equalization": equalization,
                 "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})},
                 "quantized_modules": ["backbone", "head"],
                 "float_modules": ["point_rend (point MLP in fp32 on XNNPACK; upsample, topk, grid_sample, scatter "

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import ExportError
 from ..quantize import eager
+from ..quantize.equalize import equalize_for_quantization
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["PtlExporter", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
@@ -94,10 +95,12 @@ class PtlExporter(Exporter):
             else:
                 inputs = job.calibration()
                 job.log(f"post-training calibration on {len(inputs)} images (no QAT checkpoint given)")
-                prepared = eager.prepare(job.reference, qat=False, options=options)
+                source, equalization = equalize_for_quantization(job.reference, inputs,
+                                                                 enabled=job.options.get("equalize", True), log=job.log)
+                prepared = eager.prepare(source, qat=False, options=options)
                 eager.calibrate(prepared, inputs)
                 model = eager.convert(prepared)
-                quantization = {"scheme": "eager-ptq", "backend": eager.ENGINE,
+                quantization = {"scheme": "eager-ptq", "backend": eager.ENGINE, "equalization": equalization,
                                 "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})}}
             quantization.update(options.to_dict())
             quantization.update(eager.describe_quantization(model))
