@@ -353,7 +353,8 @@ def test_build_writes_a_deterministic_dataset_that_never_trains_on_heldout(tiny_
                               teacher_short_side=64)
     first = build_demo_dataset(tiny_sources, tmp_path / "a", options)
     second = build_demo_dataset(tiny_sources, tmp_path / "b", options)
-    assert first.counts == {"video_frame": 8, "photo": 4, "composite": 6, "background": 5, "synthetic": 2}
+    photos = 2 * len(demo_data.PERSON_PHOTOS)  # crops_per_photo=2
+    assert first.counts == {"video_frame": 8, "photo": photos, "composite": 6, "background": 5, "synthetic": 2}
     assert first.heldout == ["astronaut", "grace_hopper", "vtest_0009", "vtest_0010", "vtest_0011"]
     for sub in ("train/images", "train/masks", "heldout/masks"):
         a, b = sorted((tmp_path / "a" / sub).iterdir()), sorted((tmp_path / "b" / sub).iterdir())
