@@ -41,6 +41,8 @@ def test_qat_writes_a_checkpoint_that_ptl_converts_and_resumes(run_cli, tmp_path
     assert code == 0, err
     info = json.loads(stdout)
     assert info["ok"] and info["qat"]["steps"] == 2 and info["qat"]["freeze_bn_step"] == 1
+    # activation ranges were equalized before the fake quantizers went in; the reference stays the original
+    assert info["qat"]["equalization"]["applied"] and info["qat"]["equalization"]["chains"] > 10
     loaded = load_checkpoint(out)
     assert loaded.is_qat and loaded.qat["engine"] == "qnnpack" and loaded.qat["options"]["per_channel"] is True
     prepared, reference, _ = load_qat_model(loaded)

@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
+import numpy as np
 
 from ._common import Reporter, human_size, json_option, pass_reporter, resolve_checkpoint
 from .train_cmd import _hardware, _prepare_state_dir, parse_crop, select_source
+
+#: training crops the activation-range equalization measures before QAT starts
+EQUALIZE_IMAGES = 8
 
 __all__ = ["COMMANDS", "qat_steps", "schedule_steps"]
 
@@ -69,6 +73,8 @@ def schedule_steps(total: int, freeze_bn_at: float, freeze_observers_at: float) 
               help="BatchNorm momentum until the BN freeze (MnasNet's own 0.0003 barely moves in a short fine-tune).")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
 @click.option("--float-point-head", is_flag=True, help="Keep PointRend's point MLP in float.")
+@click.option("--no-equalize", is_flag=True,
+              help="Skip activation-range equalization before placing the fake quantizers (see `ptl --help`).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA if available, else CPU.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data-loading worker processes.")
@@ -110,6 +116,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
     from ..errors import CheckpointError, OutputError
     from ..evaluation import evaluate_miou
     from ..quantize import eager
+    from ..quantize.equalize import equalize_for_quantization
     from ..quantize.qat import save_qat_checkpoint
     from ..training import TrainOptions, load_training_state, train
 
@@ -129,7 +136,14 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
 
     reference = loaded.build_model()
     options_q = eager.EagerQuantOptions(per_channel=not opts["per_tensor"], quantize_point_head=not opts["float_point_head"])
-    prepared = eager.prepare(reference, qat=True, options=options_q)
+    transform = TrainTransform(crop, loaded.config.input.mean, loaded.config.input.std)
+    # even out activation ranges before the fake quantizers are placed (the float function is unchanged);
+    # the same first training crops on every process, so DDP ranks start identical
+    rng = np.random.default_rng(opts["seed"])
+    samples = [transform(*source.train[i], rng)[0][None] for i in range(min(EQUALIZE_IMAGES, len(source.train)))]
+    start, equalization = equalize_for_quantization(reference, samples, enabled=not opts["no_equalize"],
+                                                    log=lambda m: reporter.line(m))
+    prepared = eager.prepare(start, qat=True, options=options_q)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     steps = qat_steps(epochs=opts["epochs"], steps=opts["steps"], num_images=len(source.train),
                       batch_size=opts["batch_size"], world_size=world_size)
@@ -142,7 +156,6 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
     reporter.line(f"QAT ({eager.ENGINE}) of {loaded.config.name} from {ckpt_path} on {source.trained_on}: {steps} steps x "
                   f"{options.batch_size}{f' x {world_size} processes' if world_size > 1 else ''} at {crop[0]}x{crop[1]}; "
                   f"BN frozen from step {bn_step}, int8 ranges from step {obs_step}")
-    transform = TrainTransform(crop, loaded.config.input.mean, loaded.config.input.std)
     hook = eager.qat_schedule(freeze_bn_step=bn_step, freeze_observer_step=obs_step)
     result = train(prepared, source.train, transform, options, hooks=[hook], resume=resume_state,
                    config=loaded.config.to_dict())
@@ -165,6 +178,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
         "crop": list(crop),
         "freeze_bn_step": bn_step,
         "freeze_observer_step": obs_step,
+        "equalization": equalization,
         "data": source.trained_on,
         "float_checkpoint": str(ckpt_path),
         "float_checkpoint_sha256": loaded.sha256,
