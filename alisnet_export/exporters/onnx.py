@@ -34,8 +34,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..errors import EnvironmentProblem, ExportError
-from ..quantize.equalize import equalize_for_quantization
 from ..manifest import INPUT_NAME, OUTPUT_NAME
+from ..quantize.equalize import equalize_for_quantization
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["OnnxExporter", "OrtExporter", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",

@@ -35,8 +35,8 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ExportError
-from ..quantize.equalize import equalize_for_quantization
 from ..modeling.alisnet import ALiSNet
+from ..quantize.equalize import equalize_for_quantization
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["PteExporter", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
