@@ -465,6 +465,9 @@ def _parity_text(row: dict[str, Any]) -> str:
         return "reference" if row.get("name") == "eager float32" else ("ablation" if "coarse" in row.get("name", "") else "—")
     status = parity.get("status", "?")
     if row.get("precision") in ("float32",):
+        if "max_abs_logit_outside_ties" in summary:  # the float gate: outside PointRend's tie zone
+            return (f"{status}: max\\|Δ\\| {summary['max_abs_logit_outside_ties']:.1e} outside ties, "
+                    f"{summary['max_flip_fraction']:.4%} px flipped (raw {summary['max_abs_logit']:.1e})")
         return f"{status}: max\\|Δ\\| {summary['max_abs_logit']:.1e}"
     return f"{status}: IoU {summary['mean_iou']:.4f}, bnd {summary['mean_boundary_px']:.2f} px"
 
@@ -564,7 +567,7 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
         if summary and int8:
             label += f"\nIoU {summary['mean_iou']:.3f}"
         elif summary:
-            label += f"\n|Δ| {summary['max_abs_logit']:.0e}"
+            label += f"\n|Δ| {summary.get('max_abs_logit_outside_ties', summary['max_abs_logit']):.0e}"
         ax.annotate(label, (size, r["median_ms"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
     h, w = results["input_hw"]
     ax.set_xlabel("file size (MB)")

@@ -70,6 +70,10 @@ def _results(measured, native_ckpt):
              "p90_ms": 60.0, "peak_rss_mb": 900.0, "export_seconds": 30.0, "floor_ratio": 0.5,
              "parity": {"status": "failed", "summary": {"mean_iou": 0.9662, "mean_boundary_px": 0.53,
                                                          "max_abs_logit": 3.0}}},
+            {"name": "pte-float32", "format": "pte", "precision": "float32", "size_bytes": 14_000_000, "median_ms": 70.0,
+             "p90_ms": 80.0, "peak_rss_mb": 900.0, "export_seconds": 20.0, "floor_ratio": 0.7,
+             "parity": {"status": "passed", "summary": {"mean_iou": 1.0, "mean_boundary_px": 0.0, "max_abs_logit": 0.05,
+                                                         "max_abs_logit_outside_ties": 8e-5, "max_flip_fraction": 3e-6}}},
             {"name": "onnx-int8", "format": "onnx", "precision": "int8", "error": "exit code 4"},
         ],
         "scaling": [{"height": 128, "input_hw": [128, 96], **split},
@@ -85,6 +89,8 @@ def test_report_plot_and_readme(measured, native_ckpt, tmp_path):
     md = bench.markdown_report(results)
     assert "| ptl-int8 | 4.00 | 50 | 60 | 0.5 | 900 | 30.0 | failed: IoU 0.9662, bnd 0.53 px |" in md
     assert "| onnx-int8 | — |" in md and "error: exit code 4" in md
+    # a float row shows the gate's value (outside PointRend's tie zone) and the raw maximum beside it
+    assert "passed: max\\|Δ\\| 8.0e-05 outside ties, 0.0003% px flipped (raw 5.0e-02)" in md
     assert "vs eager" in md  # the scripted row's parity
     assert "| alisnet_mnasnet | int8 | — | 4.00 | 4.0 |" in md
     assert "Latency grows as pixels^" in md and "test cpu" in md
