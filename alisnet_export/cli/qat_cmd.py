@@ -142,7 +142,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
     rng = np.random.default_rng(opts["seed"])
     samples = [transform(*source.train[i], rng)[0][None] for i in range(min(EQUALIZE_IMAGES, len(source.train)))]
     start, equalization = equalize_for_quantization(reference, samples, enabled=not opts["no_equalize"],
-                                                    log=lambda m: reporter.line(m))
+                                                    log=reporter.line)
     prepared = eager.prepare(start, qat=True, options=options_q)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     steps = qat_steps(epochs=opts["epochs"], steps=opts["steps"], num_images=len(source.train),

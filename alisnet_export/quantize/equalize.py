@@ -51,8 +51,8 @@ class EqualizedPair:
     range_ratio_after: float
 
 
-def _record(model: nn.Module, inputs: Sequence[Tensor]) -> tuple[list[tuple[str, nn.Module, int, int]], dict[int, int]]:
-    """Forward ``inputs[0]``; returns the leaf modules in call order as (name, module, input id, output id),
+def _record(model: nn.Module, example: Tensor) -> tuple[list[tuple[str, nn.Module, int, int]], dict[int, int]]:
+    """Forward ``example``; returns the leaf modules in call order as (name, module, input id, output id),
     and how many recorded modules consumed each tensor id."""
     calls: list[tuple[str, nn.Module, int, int]] = []
     consumers: dict[int, int] = {}
@@ -75,7 +75,7 @@ def _record(model: nn.Module, inputs: Sequence[Tensor]) -> tuple[list[tuple[str,
             handles.append(mod.register_forward_hook(hook(name)))
     try:
         with torch.no_grad():
-            model(inputs[0])
+            model(example)
     finally:
         for h in handles:
             h.remove()
@@ -84,7 +84,7 @@ def _record(model: nn.Module, inputs: Sequence[Tensor]) -> tuple[list[tuple[str,
 
 def find_chains(model: nn.Module, example: Tensor) -> list[tuple[str, str, str]]:
     """``(bn, relu, conv)`` module names where the BN's output goes through the ReLU into that conv only."""
-    calls, consumers = _record(model, [example])
+    calls, consumers = _record(model, example)
     chains = []
     for (bn_name, bn, _, bn_out), (relu_name, relu, relu_in, relu_out), (conv_name, conv, conv_in, _) in zip(
         calls, calls[1:], calls[2:]
