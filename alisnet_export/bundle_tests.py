@@ -33,8 +33,10 @@ def _case(image: np.ndarray, height: int, config: ModelConfig, model: nn.Module,
     rgb = np.clip(np.round(resize_rgb(image, size)[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
     x = normalize(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), config.input.mean, config.input.std)
     with torch.inference_mode():
-        ties = {m: model.tie_zone(x, m)[0].numpy() for m in tie_margins} if hasattr(model, "tie_zone") else {}
-        return rgb, model(x).numpy(), ties
+        if not tie_margins or not hasattr(model, "forward_with_tie_zone"):
+            return rgb, model(x).numpy(), {}
+        passes = {m: model.forward_with_tie_zone(x, m) for m in tie_margins}  # each pass also gives the logits
+        return rgb, next(iter(passes.values()))[0].numpy(), {m: zone[0].numpy() for m, (_, zone) in passes.items()}
 
 
 def parity_cases(photos: Sequence[Path], config: ModelConfig, model: nn.Module, *, height: int,

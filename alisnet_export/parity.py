@@ -318,8 +318,8 @@ def run_parity(
     for name, x in inputs:
         if progress:
             progress(name)
+        zone = tie_zone(x, margin) if tie_zone is not None else None  # first: its pass also gives the logits
         ref, cand = reference(x), candidate(x)
-        zone = tie_zone(x, margin) if tie_zone is not None else None
         report.images.append(compare_logits(name, ref, cand, zone, margin or 0.0))
         if keep_masks:
             report.masks[name] = (ref[0, 1] > ref[0, 0], cand[0, 1] > cand[0, 0])

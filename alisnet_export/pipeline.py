@@ -74,10 +74,12 @@ class ReferenceOutputs:
         return self._cache[key]
 
     def tie_zone(self, x: np.ndarray, margin: float) -> Optional[np.ndarray]:
-        """PointRend's tie zone of the float model for ``x`` at ``margin`` (see :mod:`..parity`), cached."""
+        """PointRend's tie zone of the float model for ``x`` at ``margin`` (see :mod:`..parity`), cached;
+        the logits of the same pass fill the logits cache."""
         key = (id(x), margin)
         if key not in self._zones:
-            self._zones[key] = self.runner.tie_zone(x, margin)
+            logits, self._zones[key] = self.runner.run_with_tie_zone(x, margin)
+            self._cache.setdefault(id(x), logits)
         return self._zones[key]
 
 

@@ -190,8 +190,10 @@ def test_tie_zone_holds_every_pointrend_flip_of_a_perturbed_computation():
     margin = 0.02  # large enough that a few decisions flip in a handful of trials
     with torch.inference_mode():
         coarse, features = model.forward_coarse(x)
-        zone = model.tie_zone(x, margin)[0]
+        logits, zones = model.forward_with_tie_zone(x, margin)
+        zone = zones[0]
         ref = model.forward_refine(coarse, features, 256, 192)
+        assert torch.equal(logits, ref) and torch.equal(zone, model.tie_zone(x, margin)[0])  # the same pass as forward
         flips = 0
         for _ in range(5):
             noise = (torch.rand(coarse.shape, generator=gen) * 2 - 1) * margin / 2

@@ -86,6 +86,7 @@ class _QuantizedCoarseModel(nn.Module):
     """An int8 PT2E coarse graph followed by the float model's own PointRend tail."""
 
     forward_refine = ALiSNet.forward_refine  # the float model's code, not a copy
+    _to_input_size = ALiSNet._to_input_size
 
     def __init__(self, coarse: nn.Module, model: ALiSNet) -> None:
         super().__init__()

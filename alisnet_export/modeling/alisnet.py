@@ -93,26 +93,35 @@ class ALiSNet(nn.Module):
         """
         if self.point_rend is None:
             return F.interpolate(coarse_logits, scale_factor=float(self.common_stride), mode="bilinear", align_corners=False)
-        logits = self.point_rend(coarse_logits, features)
-        # PointRend refines to stride common_stride / 2**steps; finish at input resolution
+        return self._to_input_size(self.point_rend(coarse_logits, features), height, width)
+
+    def _to_input_size(self, logits: Tensor, height: int, width: int) -> Tensor:
+        """PointRend refines to stride common_stride / 2**steps; finish at input resolution."""
         if logits.shape[-1] != width:
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return logits
 
     @torch.jit.unused
-    def tie_zone(self, x: Tensor, margin: float) -> Tensor:
-        """(N, H, W) bool: the pixels where PointRend's top-k point selection makes :meth:`forward`'s
-        logits depend on float rounding, for a computation that agrees with this one to within
-        ``margin`` before the selection (see :meth:`PointRendSemSeg.tie_zone`). Empty without PointRend.
+    def forward_with_tie_zone(self, x: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`'s logits and the (N, H, W) bool pixels where PointRend's top-k point selection
+        makes them depend on float rounding, for a computation that agrees with this one to within
+        ``margin`` before the selection (see :meth:`PointRendSemSeg.forward_with_tie_zone`). The zone is
+        empty without PointRend.
         """
         height, width = int(x.shape[-2]), int(x.shape[-1])
-        if self.point_rend is None:
-            return torch.zeros((x.shape[0], height, width), dtype=torch.bool, device=x.device)
         coarse_logits, features = self.forward_coarse(x)
-        zone = self.point_rend.tie_zone(coarse_logits, features, margin)
+        if self.point_rend is None:
+            zone = torch.zeros((x.shape[0], height, width), dtype=torch.bool, device=x.device)
+            return self.forward_refine(coarse_logits, features, height, width), zone
+        logits, zone = self.point_rend.forward_with_tie_zone(coarse_logits, features, margin)
         if zone.shape[-1] != width:
             zone = torch.stack([influenced_by(z, (height, width)) for z in zone])
-        return zone
+        return self._to_input_size(logits, height, width), zone
+
+    @torch.jit.unused
+    def tie_zone(self, x: Tensor, margin: float) -> Tensor:
+        """The zone of :meth:`forward_with_tie_zone` alone."""
+        return self.forward_with_tie_zone(x, margin)[1]
 
     @torch.jit.unused
     def losses(self, images: Tensor, targets: Tensor, *, point_loss_weight: float = 1.0) -> dict[str, Tensor]:

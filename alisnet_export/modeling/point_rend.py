@@ -231,23 +231,30 @@ class PointRendSemSeg(nn.Module):
         """
         logits = coarse_logits
         for _ in range(self.subdivision_steps):
-            logits = F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)
-            n, k, h, w = logits.shape
-            point_indices, point_coords = get_uncertain_point_coords_on_grid(
-                calculate_uncertainty(logits), self.subdivision_num_points
-            )
-            point_logits = self.point_head(point_sample(features, point_coords), point_sample(coarse_logits, point_coords))
-            logits = (
-                logits.reshape(n, k, h * w)
-                .scatter(2, point_indices.unsqueeze(1).expand(-1, k, -1), point_logits)
-                .reshape(n, k, h, w)
-            )
+            logits, _ = self._subdivide(logits, coarse_logits, features)
         return logits
 
+    def _subdivide(self, logits: Tensor, coarse_logits: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+        """One subdivision step: upsample 2x, refine the most uncertain cells with the point head.
+
+        Returns the refined logits and the uncertainty map (N, 1, 2h, 2w) that chose the cells.
+        """
+        logits = F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)
+        n, k, h, w = logits.shape
+        uncertainty = calculate_uncertainty(logits)
+        point_indices, point_coords = get_uncertain_point_coords_on_grid(uncertainty, self.subdivision_num_points)
+        point_logits = self.point_head(point_sample(features, point_coords), point_sample(coarse_logits, point_coords))
+        logits = (
+            logits.reshape(n, k, h * w)
+            .scatter(2, point_indices.unsqueeze(1).expand(-1, k, -1), point_logits)
+            .reshape(n, k, h, w)
+        )
+        return logits, uncertainty
+
     @torch.jit.unused
-    def tie_zone(self, coarse_logits: Tensor, features: Tensor, margin: float) -> Tensor:
-        """Where :meth:`forward`'s output (N, h', w') bool may legitimately differ from another float
-        computation whose coarse logits and features agree with these to within ``margin``.
+    def forward_with_tie_zone(self, coarse_logits: Tensor, features: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`'s logits, and where they (N, h', w') bool may legitimately differ from another
+        float computation whose coarse logits and features agree with these to within ``margin``.
 
         Top-k point selection is discontinuous: a cell whose uncertainty is within ``2 * margin``
         (uncertainty is a difference of two logits) of the k-th largest can be refined by one runtime and
@@ -256,28 +263,18 @@ class PointRendSemSeg(nn.Module):
         those can push across the k-th place, is in the zone. Everything outside it must agree to within
         ``margin``; the zone itself holds the few pixels near PointRend's selection threshold.
         """
-        zones = []
-        for b in range(coarse_logits.shape[0]):
-            logits = coarse_logits[b : b + 1]
-            zone = torch.zeros(logits.shape[-2:], dtype=torch.bool, device=logits.device)
-            for _ in range(self.subdivision_steps):
-                logits = F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)
-                _, k, h, w = logits.shape
-                zone = influenced_by(zone, (h, w))
-                uncertainty = calculate_uncertainty(logits)
-                count = num_points_to_refine(h * w, self.subdivision_num_points)
-                zone = ambiguous_selection(uncertainty.reshape(h * w), count, margin, zone.reshape(h * w)).reshape(h, w)
-                point_indices, point_coords = get_uncertain_point_coords_on_grid(uncertainty, self.subdivision_num_points)
-                point_logits = self.point_head(
-                    point_sample(features[b : b + 1], point_coords), point_sample(coarse_logits[b : b + 1], point_coords)
-                )
-                logits = (
-                    logits.reshape(1, k, h * w)
-                    .scatter(2, point_indices.unsqueeze(1).expand(-1, k, -1), point_logits)
-                    .reshape(1, k, h, w)
-                )
-            zones.append(zone)
-        return torch.stack(zones)
+        logits = coarse_logits
+        zones = torch.zeros((coarse_logits.shape[0], *coarse_logits.shape[-2:]), dtype=torch.bool,
+                            device=coarse_logits.device)
+        for _ in range(self.subdivision_steps):
+            logits, uncertainty = self._subdivide(logits, coarse_logits, features)
+            h, w = uncertainty.shape[-2:]
+            count = num_points_to_refine(h * w, self.subdivision_num_points)
+            zones = torch.stack([
+                ambiguous_selection(u.reshape(h * w), count, margin, influenced_by(z, (h, w)).reshape(h * w)).reshape(h, w)
+                for u, z in zip(uncertainty[:, 0], zones)
+            ])
+        return logits, zones
 
     @torch.jit.unused
     def point_loss(self, coarse_logits: Tensor, features: Tensor, targets: Tensor, ignore_index: int = 255) -> Tensor:

@@ -27,12 +27,14 @@ class TorchModelRunner(Runner):
         with torch.inference_mode():
             return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
-    def tie_zone(self, x: np.ndarray, margin: float) -> Optional[np.ndarray]:
-        """(H, W) bool: PointRend's tie zone for one image (``ALiSNet.tie_zone``); None for other models."""
-        if not hasattr(self.model, "tie_zone"):
-            return None
+    def run_with_tie_zone(self, x: np.ndarray, margin: float) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """:meth:`run`'s logits and, in the same pass, PointRend's (H, W) bool tie zone for one image
+        (``ALiSNet.forward_with_tie_zone``); the zone is None for other models."""
+        if not hasattr(self.model, "forward_with_tie_zone"):
+            return self.run(x), None
         with torch.inference_mode():
-            return self.model.tie_zone(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), margin)[0].numpy()
+            logits, zone = self.model.forward_with_tie_zone(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), margin)
+        return logits.numpy(), zone[0].numpy()
 
     def describe(self) -> dict[str, Any]:
         return {"format": "torch-eager", "torch": torch.__version__}
