@@ -495,6 +495,12 @@ def _validate(path: Path, state: dict[str, Tensor], cfg: ModelConfig, raw: Mappi
 
 # --------------------------------------------------------------------------------------------------
 # Writing
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Any, *, force: bool = False) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: never leaves a half-written file.
 
@@ -514,6 +520,7 @@ def atomic_write(path: Path, write: Any, *, force: bool = False) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal file's permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -173,10 +173,15 @@ def produce_artifact(
                                 thresholds=thresholds or default_thresholds(job.precision), progress=progress)
         golden_logits = runner(golden_input) if runner is not None else None
         parity_seconds = time.perf_counter() - start
-        for suffix, text in info.sidecars.items():
+        binary = exporter.runtime_sidecars(tmp, job, golden_input, golden_logits, info) if runner is not None else {}
+        for suffix, content in [*info.sidecars.items(), *binary.items()]:
             if suffix not in paths:
                 raise AssertionError(f"{exporter.format} exporter wrote undeclared sidecar {suffix}")
-            atomic_write(paths[suffix], lambda p, t=text: p.write_text(t, encoding="utf-8"), force=True)
+            write = ((lambda p, c=content: p.write_bytes(c)) if isinstance(content, bytes)
+                     else (lambda p, c=content: p.write_text(c, encoding="utf-8")))
+            atomic_write(paths[suffix], write, force=True)
+        for suffix in [s for s in exporter.sidecar_suffixes if s not in info.sidecars and s not in binary]:
+            paths.pop(suffix)  # declared but not produced (the artifact could not run here)
         if report is not None:
             report_text = json.dumps({**report.to_dict(), "runtime": runner.describe()}, indent=2) + "\n"
             atomic_write(paths["parity"], lambda p: p.write_text(report_text, encoding="utf-8"), force=True)

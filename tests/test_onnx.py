@@ -117,7 +117,7 @@ def test_int8_conv_nodes_are_qdq_and_a_failing_gate_exits_1(int8_export):
     entry = manifest["artifacts"][0]
     assert entry["parity"]["status"] == "failed" and entry["parity"]["failures"]
     q = entry["quantization"]
-    assert q["scheme"] == "ort-static-qdq" and q["op_types"] == ["Conv"]
+    assert q["scheme"] == "ort-static-qdq" and q["op_types"] == ["Conv", "Relu"]
     model = onnx.load(str(out_dir / f"{STEM}-int8.onnx"))
     onnx.checker.check_model(model, full_check=True)
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -126,6 +126,14 @@ def test_int8_conv_nodes_are_qdq_and_a_failing_gate_exits_1(int8_export):
     for conv in convs:  # activation and weight of every Conv come through DequantizeLinear
         assert producer[conv.input[0]].op_type == "DequantizeLinear", conv.name
         assert producer[conv.input[1]].op_type == "DequantizeLinear", conv.name
+    # each ReLU after a Conv is folded into that Conv's output quantization ([0, max] range), not left as
+    # Conv -> Q/DQ (signed range) -> Relu -> Q/DQ
+    def upstream(name: str) -> str:
+        node = producer.get(name)
+        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            node = producer.get(node.input[0])
+        return node.op_type if node is not None else "input"
+    assert not [n.name for n in model.graph.node if n.op_type == "Relu" and upstream(n.input[0]) == "Conv"]
     # the point geometry stays float: point coordinates (GridSample's grid), the refined indices
     # (ScatterElements) and the uncertainty ranking (TopK) never read dequantized int8 values, and no
     # coordinate op's result is quantized (quantizing them cost ~0.08 mask IoU)

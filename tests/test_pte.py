@@ -33,7 +33,7 @@ def _cli(*args):
 @pytest.fixture(scope="module")
 def float_pte(tmp_path_factory, random_mbv2_ckpt):
     out = tmp_path_factory.mktemp("pte_float")
-    code, stdout, stderr = _cli("pte", random_mbv2_ckpt, "--float", *SMALL, "-o", out, "--json")
+    code, stdout, stderr = _cli("pte", random_mbv2_ckpt, "--float", "--bpte", *SMALL, "-o", out, "--json")
     return code, stdout, stderr, out
 
 
@@ -64,6 +64,36 @@ def test_float_pte_passes_parity_and_reports_delegation(float_pte):
     assert "aten::convolution.default" not in portable
     assert "aten::topk.values" in runtime["kernels"] and runtime["planned_memory_bytes"] > 0
     assert manifest["input"]["size_constraints"]["min_pixels"] == 8192 * 4  # PointRend's point budget at stride 2
+
+
+def test_bpte_bundles_the_golden_case_and_verifies_in_the_executorch_runtime(float_pte):
+    from executorch.extension.pybindings import portable_lib
+
+    from alisnet_export.errors import ExportError
+    from alisnet_export.exporters.pte import bundled_program_bytes, verify_bundled_program
+
+    code, stdout, stderr, out = float_pte
+    assert code == 0, stderr
+    bpte = out / "alisnet_mobilenetv2-float32.bpte"
+    assert json.loads(stdout)["files"][".bpte"] == str(bpte)
+    data = bpte.read_bytes()
+    assert data[4:8] == b"BP08"  # the BundledProgram flatbuffer identifier
+    record = read_manifest(out / "alisnet_mobilenetv2-float32.manifest.json")["artifacts"][0]["runtime"]["bundled_program"]
+    assert record["file"] == bpte.name and record["size_bytes"] == len(data) and record["test_cases"] == 1
+    golden = read_golden(out / "alisnet_mobilenetv2-float32.golden.algv")
+    assert record["inputs"] == [list(golden["input"].shape)]
+    # what the phone does: load the bundle, run the bundled input, compare with the bundled output
+    bundle = portable_lib._load_bundled_program_from_buffer(data)
+    (output,) = bundle.verify_result_with_bundled_expected_output("forward", 0, 0.0, 1e-5)
+    np.testing.assert_allclose(output.numpy(), golden["logits.pte-float32"], rtol=0, atol=1e-5)
+    # the check can fail: a bundle whose expected output is off by 0.01 is refused, naming the case
+    wrong = bundled_program_bytes(out / "alisnet_mobilenetv2-float32.pte",
+                                  [(golden["input"], golden["logits.pte-float32"] + 0.01)])
+    with pytest.raises(ExportError, match="test case 0 does not reproduce"):
+        verify_bundled_program(wrong, cases=1, atol=1e-5)
+    # no partial file is left, and the bundle gets a normal file's permissions (like the .pte, not mkstemp's 0600)
+    assert not list(Path(out).glob(".*.partial"))
+    assert bpte.stat().st_mode & 0o777 == (out / "alisnet_mobilenetv2-float32.pte").stat().st_mode & 0o777
 
 
 def test_float_pte_matches_the_float_model_at_two_sizes(float_pte, random_mbv2_ckpt):
@@ -100,6 +130,7 @@ def test_int8_pte_runs_and_a_failing_gate_exits_1(int8_pte, float_pte):
     assert "PARITY FAILED" in stdout and "must not ship" in stdout
     manifest = read_manifest(out / "alisnet_mobilenetv2-int8.manifest.json")
     entry = manifest["artifacts"][0]
+    assert not list(out.glob("*.bpte")) and "bundled_program" not in entry["runtime"]  # only with --bpte
     assert entry["parity"]["status"] == "failed" and entry["parity"]["failures"]
     q = entry["quantization"]
     assert q["scheme"] == "pt2e-ptq" and q["backend"] == "xnnpack" and q["quantized_modules"] == ["backbone", "head"]

@@ -72,6 +72,8 @@ def test_int8_ptl_runs_in_the_lite_interpreter_and_a_failing_gate_exits_1(run_cl
     equalization = entry["quantization"]["equalization"]  # PTQ evens out channel ranges first, and says so
     assert equalization["applied"] and equalization["chains"] > 10
     assert equalization["max_range_ratio_after"] <= equalization["max_range_ratio_before"]
+    # calibrated at the size it is checked at (--height), not a smaller one whose ranges clip at this size
+    assert entry["quantization"]["calibration"]["height"] == 256 and entry["quantization"]["calibration"]["images"] == 16
     assert "quantized::conv2d_relu.new" in entry["runtime"]["operators"]
     runner = open_runner(tmp_path / "alisnet_mobilenetv2-int8.ptl")
     golden = read_golden(tmp_path / "alisnet_mobilenetv2-int8.golden.algv")
@@ -79,6 +81,12 @@ def test_int8_ptl_runs_in_the_lite_interpreter_and_a_failing_gate_exits_1(run_cl
     assert golden["input"].shape == (1, 3, 256, 192)
     report = json.loads((tmp_path / "alisnet_mobilenetv2-int8.parity.json").read_text())
     assert report["status"] == "failed" and report["runtime"]["runtime"] == "torch lite interpreter"
+
+
+def test_calibration_height_not_a_multiple_of_32_is_refused_before_any_work(run_cli, tmp_path, random_mbv2_ckpt):
+    code, out, err = run_cli("ptl", random_mbv2_ckpt, *SMALL, "--calibration-height", "500", "-o", tmp_path / "out")
+    assert code == 3 and "--calibration-height 500 is not a multiple of 32" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_bytecode_7_backport(run_cli, tmp_path, random_mbv2_ckpt):

@@ -43,6 +43,9 @@ def _parse_targets_option(ctx: click.Context, param: click.Parameter, value: str
               help="Input height for parity (multiple of 32; the paper uses 1024).")
 @click.option("--images", type=click.Path(path_type=Path), multiple=True,
               help="Photos (files or folders) for the parity check. Default: the built-in public-domain samples.")
+@click.option("--calibration-height", type=click.IntRange(64, 4096), default=None,
+              help="int8 targets: height the calibration images are resized to. Default: --height (ranges seen at a "
+                   "smaller size clip at the larger one).")
 @click.option("--no-person-crops", is_flag=True,
               help="Parity on whole photos only (default adds a person crop per photo, as the paper preprocesses).")
 @_threshold_options
@@ -53,8 +56,9 @@ def _parse_targets_option(ctx: click.Context, param: click.Parameter, value: str
 @json_option
 @pass_reporter
 def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[str], no_pointrend: bool, float_: bool,
-                   targets, height: int, images: tuple[Path, ...], no_person_crops: bool, output: Optional[Path],
-                   force: bool, as_json: bool, **thresholds: Any) -> int:
+                   targets, height: int, images: tuple[Path, ...], calibration_height: Optional[int],
+                   no_person_crops: bool, output: Optional[Path], force: bool, as_json: bool,
+                   **thresholds: Any) -> int:
     """Export CKPT to several formats at once into one bundle folder (+ NAME.zip) an app team can take.
 
     \b
@@ -77,8 +81,10 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     from ..runtimes.torch_runners import TorchModelRunner
     from ..samples import calibration_inputs, golden_source, image_paths, parity_inputs
 
-    if height % 32:
-        raise DataError(f"--height {height} is not a multiple of 32")
+    calibration_height = calibration_height or height
+    for option, value in (("--height", height), ("--calibration-height", calibration_height)):
+        if value % 32:
+            raise DataError(f"{option} {value} is not a multiple of 32")
     if output is not None:
         check_bundle_writable(output, force)  # fail before any work
     start = time.perf_counter()
@@ -96,7 +102,6 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
         reference = loaded.build_model()
     inputs = list(parity_inputs(photos, cfg, height=height, reference=reference, person_crops=not no_person_crops))
     reference_outputs = ReferenceOutputs(TorchModelRunner(reference), inputs)
-    calibration_height = min(height, 512)
     cache: dict[str, list] = {}
 
     def calibration():  # built on first use, shared by every int8 target

@@ -52,13 +52,25 @@ class SizeBounds:
         if problems:
             raise DataError(f"{what} size {h}x{w} is outside what this artifact accepts: " + "; ".join(problems))
 
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, C, H, W) centre-cropped to at most :attr:`max_hw` (to a multiple of 32), e.g. a
+        calibration image wider than an exported program's width bound. Smaller inputs are returned as is."""
+        h, w = x.shape[-2:]
+        th, tw = min(h, self.max_hw[0]), min(w, self.max_hw[1])
+        if (th, tw) == (h, w):
+            return x
+        th, tw = th - th % 32, tw - tw % 32
+        y0, x0 = (h - th) // 2, (w - tw) // 2
+        return x[..., y0:y0 + th, x0:x0 + tw]
+
     def to_dict(self) -> dict[str, Any]:
         return {"min_hw": list(self.min_hw), "max_hw": list(self.max_hw), "min_pixels": self.min_pixels}
 
 
 @dataclass
 class ExportJob:
-    """Everything an exporter needs. ``calibration()`` builds PTQ inputs lazily (only int8 paths call it)."""
+    """Everything an exporter needs. ``calibration`` builds PTQ inputs lazily (only int8 paths call it);
+    exporters take them through :meth:`calibration_inputs`, which fits them into :attr:`bounds`."""
 
     loaded: LoadedCheckpoint
     reference: nn.Module  # the float model the artifact must match
@@ -69,6 +81,9 @@ class ExportJob:
     options: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = lambda message: None
     qat_model: Optional[nn.Module] = None  # a fake-quantized (QAT) model, when the checkpoint is one
+
+    def calibration_inputs(self) -> list[torch.Tensor]:
+        return [self.bounds.fit(x) for x in self.calibration()]
 
     def example_input(self) -> torch.Tensor:
         return torch.randn(1, 3, *self.example_hw, generator=torch.Generator().manual_seed(0))
@@ -116,3 +131,10 @@ class Exporter(abc.ABC):
     @abc.abstractmethod
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         """Write the artifact to ``dest`` (a file or, for packages, a folder) and describe it."""
+
+    def runtime_sidecars(self, artifact: Path, job: ExportJob, golden_input: Any, golden_output: Any,
+                         info: ArtifactInfo) -> dict[str, bytes]:
+        """Binary files built from the written ``artifact`` and its own output on the golden input (e.g. an
+        ExecuTorch BundledProgram), by suffix (each listed in :attr:`sidecar_suffixes`). Called only when
+        the artifact ran here; may add what it wrote to ``info.runtime``. Default: none."""
+        return {}

@@ -7,8 +7,11 @@ what breaks this exporter: point coordinates come from the flat index with ``flo
 on indices fails) and the point count is the constant ``subdivision_num_points`` guarded by
 ``torch._check`` (no ``sym_min``), which is why the artifact needs ``H * W >= min_pixels``.
 
-int8 (default, like ``ptl``): ONNX Runtime static quantization to QDQ, of Conv nodes only (backbone,
-head and the point MLP's 1x1 convolutions), activations calibrated on ``job.calibration()``. The
+int8 (default, like ``ptl``): ONNX Runtime static quantization to QDQ, of Conv nodes (backbone, head
+and the point MLP's 1x1 convolutions) and the ReLUs after them, activations calibrated on
+``job.calibration_inputs()``. Listing ``Relu`` lets the quantizer drop each Conv's pre-ReLU QDQ pair and
+quantize its output on the ReLU's [0, max] range, as eager QNNPACK's fused ConvReLU does (Conv alone
+left Conv -> Q/DQ -> Relu -> Q/DQ: half the uint8 grid spent on negatives that the ReLU discards). The
 point geometry (topk, coordinates, grid_sample, scatter) stays float: quantizing it moved the
 refined points and dropped mask IoU to 0.90 (DESIGN.md section 4). ``quant_pre_process`` needs
 ``skip_symbolic_shape=True`` (its symbolic shape inference fails on this graph). The quantization
@@ -43,8 +46,9 @@ __all__ = ["OnnxExporter", "OrtExporter", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_O
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
-#: the only op type quantized: quantizing the point-coordinate maths too costs ~0.08 mask IoU
-QUANT_OP_TYPES = ("Conv",)
+#: the op types quantized (Relu: folded into its Conv's output range); quantizing the point-coordinate
+#: maths too costs ~0.08 mask IoU
+QUANT_OP_TYPES = ("Conv", "Relu")
 #: first ONNX Runtime release implementing each default-domain opset / reading each IR version
 #: (ORT's version matrix: 1.14 = ONNX 1.13, 1.15 = ONNX 1.14, 1.17 = ONNX 1.15, 1.18 = ONNX 1.16)
 ORT_MIN_VERSION_FOR_OPSET = {18: "1.14", 19: "1.15", 20: "1.17", 21: "1.18"}
@@ -298,7 +302,7 @@ class OnnxExporter(Exporter):
             quantization: dict[str, Any]
             source, equalization = job.reference, None
             if job.precision == "int8":
-                inputs = job.calibration()
+                inputs = job.calibration_inputs()
                 source, equalization = equalize_for_quantization(job.reference, inputs,
                                                                  enabled=job.options.get("equalize", True), log=job.log)
             job.log(f"exporting with torch.onnx (dynamo, opset {opset}, dynamic H and W)")

@@ -18,6 +18,16 @@ PointRend refines a fixed number of points on export paths (``torch._check(H*W >
 ExecuTorch plans activation memory for the largest allowed input: wider bounds cost memory on the
 phone (``runtime.planned_memory_bytes`` in the manifest).
 
+``bundled_program=True`` (``--bpte``) also writes ``NAME.bpte``: an ExecuTorch BundledProgram, the same
+program plus one test case (the golden input and the program's own output on it, computed here with
+the ExecuTorch runtime), for ExecuTorch's on-device ``verify_result_with_bundled_expected_output``
+(C++: ``executorch::bundled_program::verify_method_outputs``). It is loaded back and verified here
+before it is written. Expected outputs are the program's own, not the float model's: an int8
+program is meant to reproduce itself on the phone, and a float one can refine a PointRend point
+differently from the float model (see ``parity.py``). Tolerances for the phone: the manifest's
+``golden_tolerances.self_max_abs``; a different CPU may still flip a PointRend point that is tied
+to within its rounding, which this single-case check cannot tell from a real fault.
+
 QAT with PT2E (``prepare_qat_pt2e``) is not offered: the training loop trains the eager model's
 ``losses()``, which an exported graph does not have.
 """
@@ -40,7 +50,11 @@ from ..quantize.equalize import equalize_for_quantization
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["PteExporter", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
-           "executorch_version"]
+           "executorch_version", "bundled_program_bytes", "verify_bundled_program", "BUNDLED_SUFFIX"]
+
+BUNDLED_SUFFIX = ".bpte"
+#: the ExecuTorch method the bundled test case exercises
+_METHOD = "forward"
 
 #: the float portable-kernel helpers that are not operators a selective build must register
 _NOT_KERNELS = {"getitem", "sym_size", "sym_size.int", "mul", "add", "sub", "floordiv"}
@@ -180,6 +194,39 @@ def program_summary(program) -> dict[str, Any]:
     }
 
 
+def bundled_program_bytes(pte_path: Path, cases: list[tuple[Any, Any]]) -> bytes:
+    """A serialized BundledProgram of the program in ``pte_path`` with ``(input, expected output)`` cases
+    (arrays or tensors) for its ``forward`` method."""
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.core import BundledProgram
+    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
+
+    tests = [MethodTestCase(inputs=[torch.as_tensor(x)], expected_outputs=[torch.as_tensor(y)]) for x, y in cases]
+    try:
+        bundle = BundledProgram(None, [MethodTestSuite(method_name=_METHOD, test_cases=tests)], pte_file_path=str(pte_path))
+        return serialize_from_bundled_program_to_flatbuffer(bundle)
+    except Exception as exc:
+        raise ExportError(f"building the ExecuTorch BundledProgram failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+
+
+def verify_bundled_program(data: bytes, *, cases: int, atol: float, rtol: float = 0.0) -> None:
+    """Load a serialized BundledProgram with the ExecuTorch runtime and check each bundled case's
+    output against its expected output (what ExecuTorch's on-device verification does); raise
+    :class:`ExportError` naming the case that does not match."""
+    from executorch.extension.pybindings import portable_lib
+
+    try:
+        bundle = portable_lib._load_bundled_program_from_buffer(data)
+    except Exception as exc:
+        raise ExportError(f"the ExecuTorch runtime cannot load the BundledProgram: {exc}") from exc
+    for i in range(cases):
+        try:
+            bundle.verify_result_with_bundled_expected_output(_METHOD, i, rtol, atol)
+        except Exception as exc:
+            raise ExportError(f"BundledProgram test case {i} does not reproduce its expected output here "
+                              f"(atol {atol:g}): {exc}") from exc
+
+
 class PteExporter(Exporter):
     format = "pte"
     suffix = ".pte"
@@ -187,6 +234,30 @@ class PteExporter(Exporter):
     default_precision = "int8"
     # ExecuTorch plans memory for the largest input: 1024 x 1024 keeps it under ~100 MB
     default_bounds = SizeBounds(min_hw=(64, 64), max_hw=(1024, 1024), min_pixels=0)
+    #: the BundledProgram's own check here: same runtime, same machine, same input
+    BUNDLED_SELF_ATOL = 1e-5
+
+    def __init__(self, *, bundled_program: bool = False) -> None:
+        self.bundled_program = bundled_program
+        self.sidecar_suffixes = (BUNDLED_SUFFIX,) if bundled_program else ()
+
+    def runtime_sidecars(self, artifact: Path, job: ExportJob, golden_input: Any, golden_output: Any,
+                         info: ArtifactInfo) -> dict[str, bytes]:
+        if not self.bundled_program:
+            return {}
+        job.log("BundledProgram: bundling the golden input and this program's output on it; verifying it here")
+        data = bundled_program_bytes(artifact, [(golden_input, golden_output)])
+        verify_bundled_program(data, cases=1, atol=self.BUNDLED_SELF_ATOL)
+        import hashlib
+
+        info.runtime["bundled_program"] = {
+            "file": f"{job.options.get('name', artifact.stem)}{BUNDLED_SUFFIX}",
+            "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
+            "method": _METHOD, "test_cases": 1, "inputs": [list(golden_input.shape)],
+            "expected": "this program's own output on the golden input (ExecuTorch runtime, exporting machine)",
+            "verified_here_atol": self.BUNDLED_SELF_ATOL,
+        }
+        return {BUNDLED_SUFFIX: data}
 
     def bounds_for(self, config: ModelConfig, requested: Optional[SizeBounds] = None) -> SizeBounds:
         bounds = requested or self.default_bounds
@@ -209,7 +280,7 @@ class PteExporter(Exporter):
         per_channel = bool(job.options.get("per_channel", True))
         quantization: dict[str, Any]
         if job.precision == "int8":
-            inputs = job.calibration()
+            inputs = job.calibration_inputs()
             job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
             source, equalization = equalize_for_quantization(job.reference, inputs,
                                                              enabled=job.options.get("equalize", True), log=job.log)

@@ -93,7 +93,7 @@ class PtlExporter(Exporter):
                 model = eager.convert(job.qat_model)
                 quantization = {"scheme": "eager-qat", "backend": eager.ENGINE, **job.options.get("qat_info", {})}
             else:
-                inputs = job.calibration()
+                inputs = job.calibration_inputs()
                 job.log(f"post-training calibration on {len(inputs)} images (no QAT checkpoint given)")
                 source, equalization = equalize_for_quantization(job.reference, inputs,
                                                                  enabled=job.options.get("equalize", True), log=job.log)
