@@ -111,6 +111,22 @@ def test_report_plot_and_readme(measured, native_ckpt, tmp_path):
     assert not bench.update_readme(bare, tmp_path) and bare.read_text() == "no markers\n"
 
 
+def test_pointrend_time_within_the_timings_spread_is_not_reported_as_a_number(measured, native_ckpt):
+    results = _results(measured, native_ckpt)
+    timing = lambda median, p90: {"median_ms": median, "p90_ms": p90}  # noqa: E731
+    results["scaling"] = [
+        {"height": 512, "input_hw": [512, 384], "full": timing(225, 240), "coarse": timing(120, 130), "peak_rss_mb": 800.0},
+        # coarse measured slower than full: the difference is noise, not a negative PointRend time
+        {"height": 1536, "input_hw": [1536, 1152], "full": timing(2150, 2338), "coarse": timing(2300, 2334),
+         "peak_rss_mb": 1200.0},
+    ]
+    md = bench.markdown_report(results)
+    assert "| 512x384 | 225 | 120 | 105 | 47% |" in md
+    assert "| 1536x1152 | 2150 | 2300 | within noise (±222) | — |" in md
+    assert "-150" not in md and "PointRend's own growth is not resolved" in md  # one resolved height: no exponent
+    assert bench.pointrend_noise_ms(results["scaling"][0]) == 25.0
+
+
 def test_repo_readme_has_bench_markers():
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert text.count(bench.README_BEGIN) == 1 and text.count(bench.README_END) == 1
