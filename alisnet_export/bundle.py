@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_write, sha256_file
+from .checkpoint import atomic_write, current_umask, sha256_file
 from .errors import AlisnetError, DataError, OutputError
 from .exporters.base import Exporter, ExportJob, SizeBounds
 from .golden import encode_golden
@@ -368,9 +368,7 @@ def build_bundle(
         summary_text = json.dumps(summary, indent=2) + "\n"
         atomic_write(tmp / SUMMARY, lambda p: p.write_text(summary_text, encoding="utf-8"))
         atomic_write(zip_path, lambda p: _zip_folder(tmp, p, folder.name), force=force)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; a bundle is meant to be shared
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp made it private; a bundle is meant to be shared
         _swap_into_place(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -47,6 +47,7 @@ __all__ = [
     "check_state_dict",
     "sha256_file",
     "atomic_write",
+    "current_umask",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -495,7 +496,8 @@ def _validate(path: Path, state: dict[str, Tensor], cfg: ModelConfig, raw: Mappi
 
 # --------------------------------------------------------------------------------------------------
 # Writing
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -520,7 +522,7 @@ def atomic_write(path: Path, write: Any, *, force: bool = False) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file a normal file's permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file a normal file's permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -182,6 +182,14 @@ def test_atomic_write_refuses_existing_and_unwritable_outputs(tmp_path):
     assert target.read_bytes() == b"1"
     atomic_write(target, lambda p: p.write_bytes(b"2"), force=True)
     assert target.read_bytes() == b"2"
+    # a normal file's permissions (what open() would give under this umask), not mkstemp's private 0600
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "mode.bin", lambda p: p.write_bytes(b"m"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "mode.bin").stat().st_mode) == 0o644
+    (tmp_path / "mode.bin").unlink()
 
     def boom(p):
         p.write_bytes(b"half")
