@@ -4,8 +4,12 @@ import Foundation
 
 public struct Check {
     public let name: String, passed: Bool, value: Double?, limit: Double?, detail: String
+    /// The contract says to skip this step here (e.g. no recorded output to compare with); it does not fail.
+    public var skipped: Bool = false
     public func toDict() -> [String: Any] {
-        ["name": name, "passed": passed, "value": value.map { $0 as Any } ?? NSNull(), "limit": limit.map { $0 as Any } ?? NSNull(), "detail": detail]
+        var d: [String: Any] = ["name": name, "passed": passed, "value": value.map { $0 as Any } ?? NSNull(), "limit": limit.map { $0 as Any } ?? NSNull(), "detail": detail]
+        if skipped { d["skipped"] = true }
+        return d
     }
 }
 
@@ -75,6 +79,14 @@ public enum SelfCheck {
                          : "preprocessing per the manifest differs from the golden input by up to \(String(format: "%.4g", diff)): the manifest's normalisation/resize or this app's preprocessing no longer matches what the model was exported with")
     }
 
+    /// Contract step 2 is skipped for an artifact that could not run on the exporting machine (Core ML exported
+    /// on Linux: parity not_run, no `logits.<id>`); step 3 still compares with the float reference.
+    static func notRecorded(_ name: String, _ entry: ArtifactEntry, limit: Double?) -> Check {
+        Check(name: name, passed: true, value: nil, limit: limit,
+              detail: "skipped: no logits.\(entry.id) to compare with; the artifact could not run on the exporting machine (parity not_run). Its output is checked against the float reference only",
+              skipped: true)
+    }
+
     /// Steps 2-3 for one artifact's output on the golden input.
     public static func output(_ bundle: ALiSNetBundle, _ entry: ArtifactEntry, logits: [Float], shape: [Int]) throws -> [Check] {
         guard let tol = entry.tolerances else {
@@ -89,8 +101,11 @@ public enum SelfCheck {
             let d = try maxAbsDiff(logits, try recorded.floats())
             checks.append(Check(name: "output.\(entry.id).self_max_abs", passed: d <= tol.selfMaxAbs, value: d, limit: tol.selfMaxAbs,
                                 detail: "max |logits - logits.\(entry.id)| (its output on the exporting machine)"))
+        } else if entry.parityStatus == "not_run" {
+            checks.append(notRecorded("output.\(entry.id).self_max_abs", entry, limit: tol.selfMaxAbs))
         } else {
-            checks.append(Check(name: "output.\(entry.id).self_max_abs", passed: false, value: nil, limit: tol.selfMaxAbs, detail: "golden vectors lack logits.\(entry.id)"))
+            checks.append(Check(name: "output.\(entry.id).self_max_abs", passed: false, value: nil, limit: tol.selfMaxAbs,
+                                detail: "golden vectors lack logits.\(entry.id), yet its parity ran (\(entry.parityStatus)): a broken bundle; re-export it"))
         }
         let mask = try logitsToMask(logits, classes: shape[1], height: shape[2], width: shape[3], foreground: bundle.manifest.output.foregroundChannel)
         let iou = try maskIou(mask, try bundle.tensor("mask.float").bytes())
@@ -113,7 +128,9 @@ public enum SelfCheck {
         checks.append(try preprocessing(bundle))
         for entry in bundle.manifest.artifacts {
             guard let recorded = golden["logits.\(entry.id)"] else {
-                checks.append(Check(name: "output.\(entry.id)", passed: false, value: nil, limit: nil, detail: "golden vectors lack logits.\(entry.id)"))
+                checks.append(entry.parityStatus == "not_run" ? notRecorded("output.\(entry.id)", entry, limit: nil)
+                    : Check(name: "output.\(entry.id)", passed: false, value: nil, limit: nil,
+                            detail: "golden vectors lack logits.\(entry.id), yet its parity ran (\(entry.parityStatus)): a broken bundle; re-export it"))
                 continue
             }
             checks += try output(bundle, entry, logits: try recorded.floats(), shape: recorded.shape).filter { !$0.name.hasSuffix("self_max_abs") }

@@ -4,8 +4,14 @@ package com.alisnet.harness.core
  * The on-device self-check of docs/bundle-contract.md section 4, step by step. Each step returns
  * [Check]s; the app (or the JVM CLI) collects them into a [SelfCheckReport].
  */
-class Check(val name: String, val passed: Boolean, val value: Double?, val limit: Double?, val detail: String) {
-    fun toMap(): Map<String, Any?> = linkedMapOf("name" to name, "passed" to passed, "value" to value, "limit" to limit, "detail" to detail)
+/** [skipped]: the contract says to skip this step here (e.g. no recorded output to compare with); it does not fail. */
+class Check(val name: String, val passed: Boolean, val value: Double?, val limit: Double?, val detail: String,
+            val skipped: Boolean = false) {
+    fun toMap(): Map<String, Any?> {
+        val m = linkedMapOf<String, Any?>("name" to name, "passed" to passed, "value" to value, "limit" to limit, "detail" to detail)
+        if (skipped) m["skipped"] = true
+        return m
+    }
 }
 
 class SelfCheckReport(val bundle: String, val checks: List<Check>, val extra: Map<String, Any?> = emptyMap()) {
@@ -79,6 +85,14 @@ object SelfCheck {
     }
 
     /**
+     * Contract step 2 is skipped for an artifact that could not run on the exporting machine (Core ML
+     * exported on Linux: parity not_run, no `logits.<id>`); step 3 still compares with the float reference.
+     */
+    private fun notRecorded(name: String, entry: ArtifactEntry, limit: Double?): Check =
+        Check(name, true, null, limit, "skipped: no logits.${entry.id} to compare with; the artifact could not run on " +
+            "the exporting machine (parity not_run). Its output is checked against the float reference only", skipped = true)
+
+    /**
      * Steps 2-3 for one artifact's output on the golden input: against its own recorded output
      * (`logits.<id>`, self_max_abs) and the float reference (`mask.float` IoU, `logits.float` max abs).
      */
@@ -96,8 +110,11 @@ object SelfCheck {
             val d = maxAbsDiff(logits, recorded.floats())
             checks.add(Check("output.${entry.id}.self_max_abs", d <= tol.selfMaxAbs, d, tol.selfMaxAbs,
                 "max |logits - logits.${entry.id}| (its output on the exporting machine)"))
+        } else if (entry.parityStatus == "not_run") {
+            checks.add(notRecorded("output.${entry.id}.self_max_abs", entry, tol.selfMaxAbs))
         } else {
-            checks.add(Check("output.${entry.id}.self_max_abs", false, null, tol.selfMaxAbs, "golden vectors lack logits.${entry.id}"))
+            checks.add(Check("output.${entry.id}.self_max_abs", false, null, tol.selfMaxAbs,
+                "golden vectors lack logits.${entry.id}, yet its parity ran (${entry.parityStatus}): a broken bundle; re-export it"))
         }
         val classes = shape[1]
         val h = shape[2]
@@ -128,7 +145,9 @@ object SelfCheck {
         for (entry in bundle.manifest.artifacts) {
             val recorded = bundle.golden["logits.${entry.id}"]
             if (recorded == null) {
-                checks.add(Check("output.${entry.id}", false, null, null, "golden vectors lack logits.${entry.id}"))
+                checks.add(if (entry.parityStatus == "not_run") notRecorded("output.${entry.id}", entry, null)
+                    else Check("output.${entry.id}", false, null, null,
+                        "golden vectors lack logits.${entry.id}, yet its parity ran (${entry.parityStatus}): a broken bundle; re-export it"))
                 continue
             }
             checks.addAll(output(bundle, entry, recorded.floats(), recorded.shape).filter { !it.name.endsWith("self_max_abs") })

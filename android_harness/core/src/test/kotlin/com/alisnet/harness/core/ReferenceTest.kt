@@ -146,6 +146,36 @@ class ReferenceTest {
     }
 
     @Test
+    fun anArtifactThatCouldNotRunWhereItWasExportedSkipsOnlyTheSelfComparison() {
+        // Core ML exported on Linux: parity not_run and no logits.<id> in the golden file (contract step 2: skip)
+        val entry = bundle.manifest.artifacts[0]
+        val recorded = bundle.tensor("logits.${entry.id}")
+        fun withStatus(status: String) = ArtifactEntry(entry.id, entry.format, entry.file, entry.sizeBytes, entry.sha256,
+            entry.precision, entry.runtimeKind, entry.runtime, status, entry.tolerances)
+        fun stripped(status: String): Bundle {
+            val m = bundle.manifest
+            val manifest = Manifest(m.schemaVersion, m.variant, m.input, m.output, listOf(withStatus(status)), m.golden, m.raw)
+            return Bundle(bundle.manifestFile, manifest, bundle.golden!!.filterKeys { it != "logits.${entry.id}" })
+        }
+        val notRun = SelfCheck.output(stripped("not_run"), withStatus("not_run"), recorded.floats(), recorded.shape)
+        val self = notRun.single { it.name.endsWith("self_max_abs") }
+        assertTrue(self.passed && self.skipped && self.toMap()["skipped"] == true)
+        // step 3 still runs, and can fail: the negated output's mask is refused
+        assertTrue(notRun.any { it.name.endsWith("reference_mask_iou") && it.passed && !it.skipped })
+        val negated = recorded.floats().also { v -> for (i in v.indices) v[i] = -v[i] }
+        assertTrue(SelfCheck.output(stripped("not_run"), withStatus("not_run"), negated, recorded.shape)
+            .any { it.name.endsWith("reference_mask_iou") && !it.passed })
+        val offline = SelfCheck.offline(stripped("not_run"))
+        assertTrue(offline.toJson(), offline.passed && offline.checks.any { it.name == "output.${entry.id}" && it.skipped })
+        // its parity ran, yet the golden file lacks its output: a broken bundle, not a skip
+        for (report in listOf(SelfCheck.output(stripped("passed"), withStatus("passed"), recorded.floats(), recorded.shape),
+                              SelfCheck.offline(stripped("passed")).checks)) {
+            assertTrue(report.any { !it.passed && !it.skipped && it.detail.contains("broken bundle") })
+        }
+        assertTrue(!SelfCheck.offline(stripped("passed")).passed)
+    }
+
+    @Test
     fun aManifestFromAnotherMajorVersionOrLayoutIsRefused() {
         val text = bundle.manifestFile.readText()
         for ((from, to, field) in listOf(
