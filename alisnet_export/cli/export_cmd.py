@@ -51,8 +51,8 @@ def export_options(f: Callable) -> Callable:
                      help="Input height for parity (multiple of 32; the paper uses 1024).")(f)
     f = click.option("--calibration-height", type=click.IntRange(64, 4096), default=None,
                      help="int8: height the calibration images are resized to. Default: --height. Calibrate at the "
-                          "size the app runs: ranges seen at a smaller size clip at the larger one (demo at 1024 px: "
-                          "mask IoU vs float 0.61 calibrated at 512, 0.76 at 1024).")(f)
+                          "size the app runs: ranges seen at a smaller size clip at the larger one (demo .ptl at 1024 "
+                          "px: mask IoU vs float 0.61 calibrated at 512, 0.76 at 1024).")(f)
     f = click.option("--calibration-images", type=click.Path(path_type=Path), multiple=True,
                      help="Images (files or folders) for post-training calibration. Default: the built-in samples.")(f)
     f = click.option("--images", type=click.Path(path_type=Path), multiple=True,

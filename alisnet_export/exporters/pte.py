@@ -34,6 +34,7 @@ QAT with PT2E (``prepare_qat_pt2e``) is not offered: the training loop trains th
 
 from __future__ import annotations
 
+import hashlib
 import operator
 from collections import Counter
 from importlib import metadata
@@ -248,8 +249,6 @@ class PteExporter(Exporter):
         job.log("BundledProgram: bundling the golden input and this program's output on it; verifying it here")
         data = bundled_program_bytes(artifact, [(golden_input, golden_output)])
         verify_bundled_program(data, cases=1, atol=self.BUNDLED_SELF_ATOL)
-        import hashlib
-
         info.runtime["bundled_program"] = {
             "file": f"{job.options.get('name', artifact.stem)}{BUNDLED_SUFFIX}",
             "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),

@@ -130,7 +130,7 @@ def equalize_activations(model: nn.Module, inputs: Iterable[Tensor], *, toleranc
     forward = (lambda m, x: m.forward_coarse(x)) if hasattr(model, "forward_coarse") else (lambda m, x: (m(x),))
     try:
         for x in inputs:
-            forward(out, x)  # the ranges feed the quantizer; PointRend's geometry stays float
+            forward(out, x)  # every chain is in the coarse network (PointRend has no BatchNorm): skip its cost
     finally:
         for h in handles:
             h.remove()
