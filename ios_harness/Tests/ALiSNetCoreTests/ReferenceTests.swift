@@ -87,6 +87,26 @@ final class ReferenceTests: XCTestCase {
         XCTAssertTrue(broken.checks.contains { $0.name.hasSuffix("reference_mask_iou") && !$0.passed })
     }
 
+    func testAnArtifactThatCouldNotRunWhereItWasExportedSkipsOnlyTheSelfComparison() throws {
+        // Core ML exported on Linux: parity not_run and no logits.<id> in the golden file (contract step 2: skip)
+        let b = try bundle()
+        let e = b.manifest.artifacts[0]
+        let recorded = try b.tensor("logits.\(e.id)")
+        func entry(_ status: String) -> ArtifactEntry {
+            ArtifactEntry(id: e.id, format: e.format, file: e.file, sizeBytes: e.sizeBytes, sha256: e.sha256, precision: e.precision,
+                          runtimeKind: e.runtimeKind, runtime: e.runtime, parityStatus: status, tolerances: e.tolerances)
+        }
+        let stripped = ALiSNetBundle(manifestURL: b.manifestURL, manifest: b.manifest,
+                                     golden: b.golden!.filter { $0.key != "logits.\(e.id)" })
+        let notRun = try SelfCheck.output(stripped, entry("not_run"), logits: try recorded.floats(), shape: recorded.shape)
+        let selfCheck = try XCTUnwrap(notRun.first { $0.name.hasSuffix("self_max_abs") })
+        XCTAssertTrue(selfCheck.passed && selfCheck.skipped)
+        XCTAssertTrue(notRun.contains { $0.name.hasSuffix("reference_mask_iou") && $0.passed && !$0.skipped })
+        // its parity ran, yet the golden file lacks its output: a broken bundle, not a skip
+        let missing = try SelfCheck.output(stripped, entry("passed"), logits: try recorded.floats(), shape: recorded.shape)
+        XCTAssertTrue(missing.contains { !$0.passed && !$0.skipped && $0.detail.contains("broken bundle") })
+    }
+
     func testAManifestFromAnotherMajorVersionOrLayoutIsRefused() throws {
         let text = try String(contentsOf: try bundle().manifestURL, encoding: .utf8)
         for (from, to, field) in [("\"schema_version\": \"1.0\"", "\"schema_version\": \"2.0\"", "schema_version"),
