@@ -19,6 +19,7 @@ from torch import nn
 
 from ..checkpoint import LoadedCheckpoint
 from ..errors import DataError, ExportError
+from ..quantize.equalize import equalize_for_quantization
 
 __all__ = ["SizeBounds", "ExportJob", "ArtifactInfo", "Exporter"]
 
@@ -84,6 +85,11 @@ class ExportJob:
 
     def calibration_inputs(self) -> list[torch.Tensor]:
         return [self.bounds.fit(x) for x in self.calibration()]
+
+    def quantization_source(self, inputs: list[torch.Tensor]) -> tuple[nn.Module, dict[str, Any]]:
+        """The float model an int8 exporter quantizes: :attr:`reference` with its activation ranges
+        equalized on ``inputs`` (unless the ``equalize`` option is off), and the manifest's record of that."""
+        return equalize_for_quantization(self.reference, inputs, enabled=self.options.get("equalize", True), log=self.log)
 
     def example_input(self) -> torch.Tensor:
         return torch.randn(1, 3, *self.example_hw, generator=torch.Generator().manual_seed(0))

@@ -38,7 +38,6 @@ import numpy as np
 
 from ..errors import EnvironmentProblem, ExportError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
-from ..quantize.equalize import equalize_for_quantization
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["OnnxExporter", "OrtExporter", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
@@ -303,8 +302,7 @@ class OnnxExporter(Exporter):
             source, equalization = job.reference, None
             if job.precision == "int8":
                 inputs = job.calibration_inputs()
-                source, equalization = equalize_for_quantization(job.reference, inputs,
-                                                                 enabled=job.options.get("equalize", True), log=job.log)
+                source, equalization = job.quantization_source(inputs)
             job.log(f"exporting with torch.onnx (dynamo, opset {opset}, dynamic H and W)")
             export_float_onnx(job, float_path, opset=opset, model=source)
             if job.precision == "int8":

@@ -47,7 +47,6 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..errors import ExportError
 from ..modeling.alisnet import ALiSNet
-from ..quantize.equalize import equalize_for_quantization
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["PteExporter", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
@@ -281,8 +280,7 @@ class PteExporter(Exporter):
         if job.precision == "int8":
             inputs = job.calibration_inputs()
             job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
-            source, equalization = equalize_for_quantization(job.reference, inputs,
-                                                             enabled=job.options.get("equalize", True), log=job.log)
+            source, equalization = job.quantization_source(inputs)
             model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, per_channel=per_channel)
             quantization = {
                 "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel, "equalization": equalization,

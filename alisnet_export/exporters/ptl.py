@@ -30,7 +30,6 @@ from torch import nn
 
 from ..errors import ExportError
 from ..quantize import eager
-from ..quantize.equalize import equalize_for_quantization
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["PtlExporter", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
@@ -95,8 +94,7 @@ class PtlExporter(Exporter):
             else:
                 inputs = job.calibration_inputs()
                 job.log(f"post-training calibration on {len(inputs)} images (no QAT checkpoint given)")
-                source, equalization = equalize_for_quantization(job.reference, inputs,
-                                                                 enabled=job.options.get("equalize", True), log=job.log)
+                source, equalization = job.quantization_source(inputs)
                 prepared = eager.prepare(source, qat=False, options=options)
                 eager.calibrate(prepared, inputs)
                 model = eager.convert(prepared)
