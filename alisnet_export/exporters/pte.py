@@ -249,7 +249,7 @@ class PteExporter(Exporter):
         data = bundled_program_bytes(artifact, [(golden_input, golden_output)])
         verify_bundled_program(data, cases=1, atol=self.BUNDLED_SELF_ATOL)
         info.runtime["bundled_program"] = {
-            "file": f"{job.options.get('name', artifact.stem)}{BUNDLED_SUFFIX}",
+            "file": f"{artifact.stem}{BUNDLED_SUFFIX}",  # the artifact has its final name already
             "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
             "method": _METHOD, "test_cases": 1, "inputs": [list(golden_input.shape)],
             "expected": "this program's own output on the golden input (ExecuTorch runtime, exporting machine)",
