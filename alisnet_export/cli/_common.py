@@ -22,7 +22,18 @@ __all__ = [
     "resolve_checkpoint",
     "load_model_from_options",
     "human_size",
+    "check_multiple_of_32",
 ]
+
+
+def check_multiple_of_32(*options: tuple[str, int]) -> None:
+    """Raise :class:`DataError` for the first ``(option, value)`` whose value (an input size) is not a
+    multiple of 32, the network's stride."""
+    from ..errors import DataError
+
+    for option, value in options:
+        if value % 32:
+            raise DataError(f"{option} {value} is not a multiple of 32")
 
 
 def human_size(num_bytes: float) -> str:

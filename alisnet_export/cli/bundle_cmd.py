@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import click
 
-from ._common import Reporter, human_size, json_option, model_options, pass_reporter, resolve_checkpoint
+from ._common import Reporter, check_multiple_of_32, human_size, json_option, model_options, pass_reporter, resolve_checkpoint
 from .export_cmd import _THRESHOLD_OPTIONS, _thresholds
 
 __all__ = ["bundle_command", "COMMANDS"]
@@ -75,16 +75,13 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
 
     from ..bundle import build_bundle, check_bundle_writable
     from ..checkpoint import load_checkpoint
-    from ..errors import DataError
     from ..pipeline import ReferenceOutputs
     from ..quantize.qat import load_qat_model
     from ..runtimes.torch_runners import TorchModelRunner
     from ..samples import calibration_inputs, golden_source, image_paths, parity_inputs
 
     calibration_height = calibration_height or height
-    for option, value in (("--height", height), ("--calibration-height", calibration_height)):
-        if value % 32:
-            raise DataError(f"{option} {value} is not a multiple of 32")
+    check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
     if output is not None:
         check_bundle_writable(output, force)  # fail before any work
     start = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from ._common import Reporter, json_option, pass_reporter, resolve_checkpoint
+from ._common import Reporter, check_multiple_of_32, json_option, pass_reporter, resolve_checkpoint
 
 __all__ = ["COMMANDS"]
 
@@ -58,8 +58,7 @@ def eval_command(targets, data: Optional[Path], coco: Optional[Path], coco_image
     from ..errors import DataError, EnvironmentProblem
     from ..paper_eval import evaluate_targets, open_dataset, open_targets
 
-    if height % 32:
-        raise DataError(f"--height {height} is not a multiple of 32")
+    check_multiple_of_32(("--height", height))
     if coco_boxes and coco is None:
         raise DataError("--coco-boxes needs --coco FILE.json (the boxes come from its annotations)")
     description, count, items = open_dataset(data=data, coco=coco, images=coco_images, boxes=boxes, coco_boxes=coco_boxes)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 import click
 
-from ._common import Reporter, human_size, json_option, model_options, output_options, pass_reporter, resolve_checkpoint
+from ._common import Reporter, check_multiple_of_32, human_size, json_option, model_options, output_options, pass_reporter, resolve_checkpoint
 
 __all__ = ["export_options", "run_export", "COMMANDS"]
 
@@ -99,7 +99,6 @@ def run_export(
     from tqdm import tqdm
 
     from ..checkpoint import load_checkpoint
-    from ..errors import DataError
     from ..exporters.base import ExportJob
     from ..manifest import input_section, output_section, provenance_section
     from ..pipeline import ReferenceOutputs, check_writable, export_single, single_export_paths
@@ -108,9 +107,7 @@ def run_export(
     from ..samples import calibration_inputs, golden_source, image_paths, parity_inputs
 
     calibration_height = calibration_height or height
-    for option, value in (("--height", height), ("--calibration-height", calibration_height)):
-        if value % 32:
-            raise DataError(f"{option} {value} is not a multiple of 32")
+    check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
     exporter.check_precision(precision)
     start = time.perf_counter()
     loaded = load_checkpoint(resolve_checkpoint(ckpt), config, pointrend=False if no_pointrend else None)

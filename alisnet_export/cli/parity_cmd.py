@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from ._common import Reporter, json_option, pass_reporter
+from ._common import Reporter, check_multiple_of_32, json_option, pass_reporter
 from .export_cmd import _THRESHOLD_OPTIONS, _thresholds
 
 __all__ = ["COMMANDS"]
@@ -75,8 +75,7 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
                           f"not {reference_ckpt} ({loaded.sha256[:12]}...)", fg="yellow")
     manifest_height = next((t.manifest["input"]["resize"]["height"] for t in targets if t.manifest), None)
     height = height or manifest_height or 1024
-    if height % 32:
-        raise DataError(f"--height {height} is not a multiple of 32")
+    check_multiple_of_32(("--height", height))
     reference = TorchModelRunner(model)
     inputs = list(parity_inputs(image_paths(list(images) or None), cfg, height=height, reference=model,
                                 person_crops=not no_person_crops))

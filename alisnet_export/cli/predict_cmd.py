@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from ._common import Reporter, json_option, load_model_from_options, model_options, output_options, pass_reporter
+from ._common import Reporter, check_multiple_of_32, json_option, load_model_from_options, model_options, output_options, pass_reporter
 
 __all__ = ["COMMANDS"]
 
@@ -45,8 +45,7 @@ def predict_command(ckpt, config, no_pointrend, images, height, box, output: Pat
     from ..preprocess import load_rgb_image, mask_to_original, preprocess
     from ..visualize import mask_overlay, save_png
 
-    if height % 32:
-        raise DataError(f"--height {height} is not a multiple of 32")
+    check_multiple_of_32(("--height", height))
     person_box = _parse_box(box)
     loaded, model = load_model_from_options(ckpt, config, no_pointrend)
     if model is None:
