@@ -154,23 +154,26 @@ class SyntheticPeople(Dataset):
 
 
 def write_synthetic_dataset(out_dir: str | Path, num_images: int, height: int = 256, width: int = 192, seed: int = 0, *,
-                            force: bool = False, progress: Optional[Callable[[int], None]] = None) -> Path:
+                            start: int = 0, force: bool = False, progress: Optional[Callable[[int], None]] = None) -> Path:
     """Write ``out_dir/images/NNNNNN.png`` and ``out_dir/masks/NNNNNN.png`` (0/255): the folder layout
-    :class:`~alisnet_export.data.datasets.SegmentationFolder` reads. Returns ``out_dir``."""
+    :class:`~alisnet_export.data.datasets.SegmentationFolder` reads. Returns ``out_dir``.
+
+    ``start``: write images ``start .. start + num_images - 1`` of the seed stream (shards of one set, rendered
+    by several processes into one folder; a shard with ``start > 0`` may add to a folder that holds files)."""
     out_dir = Path(out_dir)
     images, masks = out_dir / "images", out_dir / "masks"
     for folder in (images, masks):
-        if folder.is_dir() and any(folder.iterdir()) and not force:
+        if start == 0 and folder.is_dir() and any(folder.iterdir()) and not force:
             raise OutputError(f"{folder}: already holds files; pass force=True (--force) or choose another folder.")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{folder}: cannot create it: {exc.strerror}") from None
-    data = SyntheticPeople(num_images, height, width, seed)
-    for i in range(num_images):
+    data = SyntheticPeople(start + num_images, height, width, seed)
+    for n, i in enumerate(range(start, start + num_images)):
         image, mask = data[i]
         Image.fromarray(image).save(images / f"{i:06d}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(masks / f"{i:06d}.png")
         if progress:
-            progress(i + 1)
+            progress(n + 1)
     return out_dir
