@@ -265,6 +265,7 @@ def build_bundle(
     photos: Sequence[Path],
     calibration: Callable[[], list],
     calibration_info: dict[str, Any],
+    parity_images: Optional[dict[str, Any]] = None,
     golden_source: tuple[str, np.ndarray],
     height: int,
     thresholds: Callable[[str], Thresholds],
@@ -311,6 +312,8 @@ def build_bundle(
             exporter = exporters[target]
             on_target(target, "export")
             options: dict[str, Any] = {"metadata": metadata}
+            if parity_images is not None:
+                options["parity_images"] = parity_images
             if loaded.is_qat:
                 options["qat_info"] = {k: v for k, v in loaded.qat.items() if k != "options"}
                 options["eager_quant"] = dict(loaded.qat.get("options", {}))

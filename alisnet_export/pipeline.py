@@ -203,6 +203,8 @@ def produce_artifact(
     }
     if info.metadata:
         entry["metadata"] = info.metadata
+    if report is not None and "parity_images" in job.options:
+        entry["parity"]["images"] = job.options["parity_images"]
     if report is None:
         paths.pop("parity")
     return ArtifactRecord(artifact, entry, info, report, export_seconds, parity_seconds, golden_logits, paths,

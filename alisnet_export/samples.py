@@ -1,15 +1,25 @@
 """Images the commands use: parity inputs, calibration inputs and the golden-vector photo.
 
-With no ``--images``, the built-in public-domain sample photos are used (``resources/sample_images``).
-Parity follows the paper's preprocessing: each photo at the export height, and each photo cropped to
-the person (box from the float model's own mask, +10% margin) at the same height.
+An *image set* is given as files and folders, or as a named set:
+
+* ``samples``: the built-in public-domain sample photos (``resources/sample_images``);
+* ``testbed:SPLIT[:COUNT]``: the exact-ground-truth testbed (:mod:`.data.testbed`; ``heldout`` or
+  ``calibration``), rendered on first use into the cache.
+
+Each shipped checkpoint names its default parity set and its default calibration set in
+``models/zoo.json`` (:func:`default_image_sets`); the two are disjoint, so a parity gate never
+measures the images the int8 ranges were fitted on. Parity follows the paper's preprocessing: each
+photo at the export height, and each photo cropped to the person (box from the float model's own
+mask, +10% margin) at the same height.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +28,17 @@ from .config import ModelConfig
 from .errors import DataError
 from .preprocess import IMAGE_SUFFIXES, load_rgb_image, mask_to_original, person_box, preprocess
 
-__all__ = ["sample_image_paths", "image_paths", "parity_inputs", "calibration_inputs", "golden_source"]
+__all__ = ["sample_image_paths", "image_paths", "ImageSet", "resolve_image_set", "default_image_sets",
+           "calibration_warnings", "image_sets_for", "MIN_CALIBRATION_IMAGES", "parity_inputs", "calibration_inputs", "golden_source"]
+
+#: fewer calibration images than this gets a warning: the activation ranges then fit a handful of photos
+MIN_CALIBRATION_IMAGES = 16
+#: the built-in photos, as a named set
+SAMPLES = "samples"
+TESTBED_PREFIX = "testbed:"
+#: what a checkpoint that zoo.json does not describe uses: parity on the built-in photos, calibration on
+#: generated people (disjoint by construction; pass --calibration-images from your own domain instead)
+FALLBACK_PARITY_SET, FALLBACK_CALIBRATION_SET = SAMPLES, "testbed:calibration"
 
 
 def sample_image_paths() -> list[Path]:
@@ -45,6 +65,93 @@ def image_paths(images: Optional[Path | Sequence[Path]]) -> list[Path]:
     return out
 
 
+@dataclass(frozen=True)
+class ImageSet:
+    """Resolved image files and how they were asked for (recorded in manifests)."""
+
+    source: str  # "samples", "testbed:calibration:32", or the files/folders given
+    paths: tuple[Path, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "images": len(self.paths), "files": [p.name for p in self.paths]}
+
+
+def _named_set(spec: str) -> Optional[list[Path]]:
+    """Files of a named set, or None when ``spec`` names none."""
+    if spec == SAMPLES:
+        return sample_image_paths()
+    if spec.startswith(TESTBED_PREFIX):
+        from .data.testbed import SPLITS, testbed_images
+
+        parts = spec[len(TESTBED_PREFIX):].split(":")
+        if len(parts) > 2 or parts[0] not in SPLITS or (len(parts) == 2 and not parts[1].isdigit()):
+            raise DataError(f"{spec!r}: expected testbed:SPLIT or testbed:SPLIT:COUNT with SPLIT one of "
+                            f"{', '.join(SPLITS)}, e.g. testbed:calibration:32")
+        count = int(parts[1]) if len(parts) == 2 else None
+        if count == 0:
+            raise DataError(f"{spec!r}: COUNT must be at least 1")
+        return testbed_images(parts[0], count)
+    return None
+
+
+def resolve_image_set(items: Optional[Sequence[Path | str]], *, default: str) -> ImageSet:
+    """Files and folders, named sets (``samples``, ``testbed:SPLIT[:COUNT]``) or, when ``items`` is empty,
+    the set named by ``default``."""
+    items = [str(i) for i in items or ()] or [default]
+    paths: list[Path] = []
+    for item in items:
+        named = _named_set(item)
+        paths += named if named is not None else image_paths(Path(item))
+    return ImageSet(", ".join(items), tuple(paths))
+
+
+def default_image_sets(checkpoint_sha256: Optional[str]) -> tuple[str, str]:
+    """``(parity set, calibration set)`` that ``models/zoo.json`` names for the checkpoint with this
+    sha256; the fallback pair for any other checkpoint."""
+    from .zoo import zoo_entries
+
+    for entry in zoo_entries().values():
+        if checkpoint_sha256 and entry.sha256 == checkpoint_sha256:
+            return (entry.image_sets.get("parity", FALLBACK_PARITY_SET),
+                    entry.image_sets.get("calibration", FALLBACK_CALIBRATION_SET))
+    return FALLBACK_PARITY_SET, FALLBACK_CALIBRATION_SET
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def calibration_warnings(calibration: ImageSet, parity: ImageSet) -> list[str]:
+    """What is wrong with calibrating on ``calibration`` and checking parity on ``parity``: too few
+    images, or images shared with the parity set (same file or same bytes)."""
+    out = []
+    if len(calibration.paths) < MIN_CALIBRATION_IMAGES:
+        out.append(f"calibrating on {len(calibration.paths)} image(s) ({calibration.source}); fewer than "
+                   f"{MIN_CALIBRATION_IMAGES} fit the int8 ranges to a handful of photos. Pass --calibration-images "
+                   "with >= 32 images of the model's domain.")
+    parity_digests = {_digest(p): p for p in parity.paths}
+    shared = [p for p in calibration.paths if _digest(p) in parity_digests]
+    if shared:
+        out.append(f"{len(shared)} calibration image(s) are also parity images ({', '.join(p.name for p in shared[:3])}"
+                   f"{'...' if len(shared) > 3 else ''}): the parity gate then measures the calibration set itself. "
+                   "Calibrate and check on disjoint images.")
+    return out
+
+
+def image_sets_for(checkpoint_sha256: Optional[str], images: Sequence[Path | str], calibration_images: Sequence[Path | str],
+                   *, calibrate: bool, warn: Callable[[str], None]) -> tuple[ImageSet, Optional[ImageSet]]:
+    """The parity set and (when ``calibrate``) the calibration set of an export: what was given, else the
+    checkpoint's defaults (:func:`default_image_sets`); each problem of :func:`calibration_warnings` goes to ``warn``."""
+    parity_default, calibration_default = default_image_sets(checkpoint_sha256)
+    parity = resolve_image_set(images, default=parity_default)
+    if not calibrate:
+        return parity, None
+    calibration = resolve_image_set(calibration_images, default=calibration_default)
+    for message in calibration_warnings(calibration, parity):
+        warn(message)
+    return parity, calibration
+
+
 def parity_inputs(
     paths: Sequence[Path],
     config: ModelConfig,
@@ -69,9 +176,12 @@ def parity_inputs(
                 yield f"{path.stem}-person@{height}", crop.tensor.numpy()
 
 
-def calibration_inputs(paths: Sequence[Path], config: ModelConfig, *, height: int, count: int = 16,
+def calibration_inputs(paths: Sequence[Path], config: ModelConfig, *, height: int, count: Optional[int] = None,
                        seed: int = 0) -> list[torch.Tensor]:
-    """``count`` varied views of the photos (random crops, flips, brightness) for PTQ calibration."""
+    """PTQ calibration inputs at ``height``: every photo once, then (up to ``count``, default
+    :data:`MIN_CALIBRATION_IMAGES` or the number of photos, whichever is larger) varied views of them
+    (random crops, flips, brightness)."""
+    count = count or max(MIN_CALIBRATION_IMAGES, len(paths))
     rng = np.random.default_rng(seed)
     images = [load_rgb_image(p) for p in paths]
     if not images:

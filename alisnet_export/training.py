@@ -443,13 +443,15 @@ def _restore(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.
 
 def train(model: nn.Module, dataset: Dataset, transform: Callable, options: TrainOptions, *,
           hooks: Sequence[Hook] = (), resume: Optional[str | os.PathLike[str] | Mapping[str, Any]] = None,
-          config: Optional[Mapping[str, Any]] = None) -> TrainResult:
+          config: Optional[Mapping[str, Any]] = None, loss: Optional[nn.Module] = None) -> TrainResult:
     """Train ``model`` (in place) on ``transform(image, mask, rng)`` of ``dataset`` items.
 
     ``resume``: a training state (path, folder or an already loaded dict) to continue from; the run
     then goes on to ``options.steps`` in total. On resume every hook is first called once for each
     step already done (no training happens) so step-scheduled hooks reach the same state.
     ``config`` (the model config dict) is stored in training states so a resume can rebuild the model.
+    ``loss``: a module ``(images, targets) -> {name: loss}`` holding ``model`` (e.g. QAT's distillation
+    loss); default :class:`TrainingLoss`, the paper's loss.
     """
     ctx = _join_process_group(options.device)
     device = resolve_device(options.device, ctx.local_rank)
@@ -471,7 +473,8 @@ def train(model: nn.Module, dataset: Dataset, transform: Callable, options: Trai
         for done in range(start):
             for hook in hooks:
                 hook(done, model)
-    loss_module: nn.Module = TrainingLoss(model, options.point_loss_weight)
+    loss_module: nn.Module = loss if loss is not None else TrainingLoss(model, options.point_loss_weight)
+    loss_module.to(device)
     if ctx.active:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device.index] if device.type == "cuda" else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +43,8 @@ class ZooEntry:
     config: str
     sha256: str
     meta: dict[str, Any]
+    #: default image sets (see :func:`alisnet_export.samples.resolve_image_set`): {"parity": ..., "calibration": ...}
+    image_sets: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -56,7 +58,8 @@ def _zoo() -> dict[str, Any]:
 def zoo_entries() -> dict[str, ZooEntry]:
     data = _zoo()
     return {
-        name: ZooEntry(name=name, file=e["file"], config=e["config"], sha256=e.get("sha256", ""), meta=e.get("meta", {}))
+        name: ZooEntry(name=name, file=e["file"], config=e["config"], sha256=e.get("sha256", ""), meta=e.get("meta", {}),
+                       image_sets=e.get("image_sets", {}))
         for name, e in data["checkpoints"].items()
     }
 

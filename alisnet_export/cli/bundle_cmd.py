@@ -42,7 +42,11 @@ def _parse_targets_option(ctx: click.Context, param: click.Parameter, value: str
 @click.option("--height", default=1024, show_default=True, type=click.IntRange(64, 4096),
               help="Input height for parity (multiple of 32; the paper uses 1024).")
 @click.option("--images", type=click.Path(path_type=Path), multiple=True,
-              help="Photos (files or folders) for the parity check. Default: the built-in public-domain samples.")
+              help="Photos (files, folders, or a named set: samples, testbed:heldout[:N]) for the parity check. "
+                   "Default: the checkpoint's parity set (models/zoo.json; the built-in samples for other checkpoints).")
+@click.option("--calibration-images", type=click.Path(path_type=Path), multiple=True,
+              help="int8 targets: calibration images (files, folders, or samples / testbed:calibration[:N]). Default: "
+                   "the checkpoint's own calibration set, never the parity images.")
 @click.option("--calibration-height", type=click.IntRange(64, 4096), default=None,
               help="int8 targets: height the calibration images are resized to. Default: --height (ranges seen at a "
                    "smaller size clip at the larger one).")
@@ -56,7 +60,8 @@ def _parse_targets_option(ctx: click.Context, param: click.Parameter, value: str
 @json_option
 @pass_reporter
 def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[str], no_pointrend: bool, float_: bool,
-                   targets, height: int, images: tuple[Path, ...], calibration_height: Optional[int],
+                   targets, height: int, images: tuple[Path, ...], calibration_images: tuple[Path, ...],
+                   calibration_height: Optional[int],
                    no_person_crops: bool, output: Optional[Path], force: bool, as_json: bool,
                    **thresholds: Any) -> int:
     """Export CKPT to several formats at once into one bundle folder (+ NAME.zip) an app team can take.
@@ -78,7 +83,7 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     from ..pipeline import ReferenceOutputs
     from ..quantize.qat import load_qat_model
     from ..runtimes.torch_runners import TorchModelRunner
-    from ..samples import calibration_inputs, golden_source, image_paths, parity_inputs
+    from ..samples import calibration_inputs, golden_source, image_sets_for, parity_inputs
 
     calibration_height = calibration_height or height
     check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
@@ -89,7 +94,10 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     cfg = loaded.config
     folder = output if output is not None else Path("out/bundle") / cfg.name
     check_bundle_writable(folder, force)
-    photos = image_paths(list(images) or None)  # bad --images fail here, before the model is built
+    parity_set, calibration_set = image_sets_for(  # bad --images fail here, before the model is built
+        loaded.sha256, images, calibration_images, calibrate=not loaded.is_qat and any(t.precision == "int8" for t in targets),
+        warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
+    photos = list(parity_set.paths)
     reporter.line(f"alisnet-export bundle: {cfg.name} from {loaded.path} ({loaded.source_format}"
                   f"{', QAT' if loaded.is_qat else ''}) -> {', '.join(t.id for t in targets)}", bold=True)
     qat_model = None
@@ -103,7 +111,7 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
 
     def calibration():  # built on first use, shared by every int8 target
         if "inputs" not in cache:
-            cache["inputs"] = calibration_inputs(photos, cfg, height=calibration_height)
+            cache["inputs"] = calibration_inputs(list(calibration_set.paths), cfg, height=calibration_height)
         return cache["inputs"]
 
     bar = tqdm(total=len(targets), desc="bundle", unit="target", file=sys.stderr, leave=False)
@@ -122,7 +130,8 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     outcome = build_bundle(
         targets, folder=folder, force=force, loaded=loaded, reference_model=reference, qat_model=qat_model,
         reference=reference_outputs, photos=photos, calibration=calibration,
-        calibration_info={"source": ", ".join(str(p) for p in photos), "height": calibration_height},
+        calibration_info=({} if calibration_set is None else {**calibration_set.to_dict(), "height": calibration_height}),
+        parity_images=parity_set.to_dict(),
         golden_source=golden_source(), height=height,
         thresholds=lambda precision: _thresholds(precision, thresholds),
         command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),

@@ -54,9 +54,14 @@ def export_options(f: Callable) -> Callable:
                           "size the app runs: ranges seen at a smaller size clip at the larger one (demo .ptl at 1024 "
                           "px: mask IoU vs float 0.61 calibrated at 512, 0.76 at 1024).")(f)
     f = click.option("--calibration-images", type=click.Path(path_type=Path), multiple=True,
-                     help="Images (files or folders) for post-training calibration. Default: the built-in samples.")(f)
+                     help="int8: images (files, folders, or a named set: samples, testbed:calibration[:N]) for "
+                          "post-training calibration. Default: the checkpoint's own calibration set (models/zoo.json; "
+                          "testbed:calibration for other checkpoints), never the parity images. Warns under 16 "
+                          "images or when they overlap the parity images.")(f)
     f = click.option("--images", type=click.Path(path_type=Path), multiple=True,
-                     help="Photos (files or folders) for the parity check. Default: the built-in public-domain samples.")(f)
+                     help="Photos (files, folders, or a named set: samples, testbed:heldout[:N]) for the parity "
+                          "check. Default: the checkpoint's parity set (models/zoo.json; the built-in public-domain "
+                          "samples for other checkpoints).")(f)
     f = click.option("--name", help="Base name of the outputs. Default: VARIANT-PRECISION.")(f)
     f = output_options("out")(f)
     f = json_option(f)
@@ -104,7 +109,7 @@ def run_export(
     from ..pipeline import ReferenceOutputs, check_writable, export_single, single_export_paths
     from ..quantize.qat import load_qat_model
     from ..runtimes.torch_runners import TorchModelRunner
-    from ..samples import calibration_inputs, golden_source, image_paths, parity_inputs
+    from ..samples import calibration_inputs, golden_source, image_sets_for, parity_inputs
 
     calibration_height = calibration_height or height
     check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
@@ -122,14 +127,16 @@ def run_export(
     check_writable(single_export_paths(exporter, output, name), force)  # fail before any work
     reporter.line(f"alisnet-export {exporter.format}: {cfg.name} from {loaded.path} ({loaded.source_format}"
                   f"{', QAT' if loaded.is_qat else ''}) -> {precision}", bold=True)
-    photos = image_paths(list(images) or None)
+    parity_set, calibration_set = image_sets_for(
+        loaded.sha256, images, calibration_images, calibrate=precision == "int8" and not loaded.is_qat,
+        warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
+    photos = list(parity_set.paths)
     inputs = list(parity_inputs(photos, cfg, height=height, reference=reference, person_crops=not no_person_crops))
     for input_name, x in inputs:
         bounds.check(x.shape[2], x.shape[3], what=f"parity input {input_name}")
-    calibration_paths = image_paths(list(calibration_images) or None)
 
     def calibration():
-        return calibration_inputs(calibration_paths, cfg, height=calibration_height)
+        return calibration_inputs(list(calibration_set.paths), cfg, height=calibration_height)
 
     metadata = {
         "variant": cfg.name,
@@ -137,12 +144,12 @@ def run_export(
         "output": output_section(cfg),
         "provenance": provenance_section(),
     }
-    job_options = {"metadata": metadata, **options}
+    job_options = {"metadata": metadata, "parity_images": parity_set.to_dict(), **options}
     if loaded.is_qat:  # the QAT checkpoint fixed how it is quantized
         job_options["qat_info"] = {k: v for k, v in loaded.qat.items() if k != "options"}
         job_options["eager_quant"] = dict(loaded.qat.get("options", {}))
-    else:
-        job_options["calibration_info"] = {"source": ", ".join(str(p) for p in calibration_paths), "height": calibration_height}
+    elif calibration_set is not None:
+        job_options["calibration_info"] = {**calibration_set.to_dict(), "height": calibration_height}
     job = ExportJob(loaded, reference, precision, calibration, bounds, options=job_options,
                     log=lambda m: reporter.line(f"  {m}"), qat_model=qat_model)
     reference_outputs = ReferenceOutputs(TorchModelRunner(reference), inputs)

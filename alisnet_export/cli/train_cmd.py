@@ -87,7 +87,7 @@ def _folder_source(opts: dict[str, Any]) -> DataSource:
     from ..data import SegmentationFolder
 
     root: Path = opts["data_dir"]
-    data = SegmentationFolder(root / "images", root / "masks")
+    data = SegmentationFolder(root / "images", root / "masks", cache=opts.get("cache_images", False))
     train, held = _split(data, opts["eval_images"], opts["seed"], str(root))
     return DataSource(train, held, f"{len(train)} of {data.describe()}")
 
@@ -149,7 +149,7 @@ def _recipe_command(opts: dict[str, Any]) -> str:
         if opts["synthetic_images"]:
             args += ["--synthetic-images", str(opts["synthetic_images"])]
     if opts["data_dir"] is not None:
-        args += ["--data", str(opts["data_dir"])]
+        args += ["--data", str(opts["data_dir"])] + (["--cache-images"] if opts.get("cache_images") else [])
     if opts["coco_json"] is not None:
         args += ["--coco", str(opts["coco_json"]), "--images", str(opts["coco_images"])]
     h, w = opts["crop"]
@@ -247,6 +247,9 @@ def _prepare_state_dir(state_dir: Path, resume: Optional[Path], force: bool) -> 
               help="Held-out images to score at the end (synthetic: freshly generated; folder/COCO: split off).")
 @click.option("--synthetic-images", default=None, type=click.IntRange(1),
               help="Distinct synthetic training images (default: steps x batch size, i.e. no repeats).")
+@click.option("--cache-images", is_flag=True,
+              help="--data: keep decoded images in memory after their first use (large images decode slower than "
+                   "they augment; needs about 3 bytes per pixel of the data set).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @output_options("out/train-demo/alisnet_demo.pth")
 @json_option

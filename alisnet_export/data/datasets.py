@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -68,8 +68,12 @@ class SegmentationFolder(Dataset):
     reads every file header up front so a size mismatch is reported before training starts.
     """
 
-    def __init__(self, images_dir: str | Path, masks_dir: str | Path, *, check_sizes: bool = True) -> None:
+    def __init__(self, images_dir: str | Path, masks_dir: str | Path, *, check_sizes: bool = True,
+                 cache: bool = False) -> None:
         self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
+        #: decoded pairs kept in memory (``cache=True``): training reads each image many times, and decoding a
+        #: 1024 px PNG costs more than the augmentation that follows
+        self._cache: Optional[dict[int, tuple[np.ndarray, np.ndarray]]] = {} if cache else None
         images = _files_by_stem(self.images_dir, "images")
         masks = _files_by_stem(self.masks_dir, "masks")
         no_mask = sorted(set(images) - set(masks))
@@ -95,12 +99,16 @@ class SegmentationFolder(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
         image_path, mask_path = self.pairs[index]
         image = load_rgb_image(image_path)
         mask = load_mask(mask_path)
         if mask.shape != image.shape[:2]:
             raise DataError(f"{mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
                             f"{image.shape[1]}x{image.shape[0]}; each mask must have its image's size.")
+        if self._cache is not None:
+            self._cache[index] = (image, mask)
         return image, mask
 
     def describe(self) -> str:

@@ -20,13 +20,19 @@ split can be rendered again anywhere, bit for bit, and the three never share an 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+from PIL import Image
+
+from ..errors import OutputError
 from .synthetic import SyntheticPeople, write_synthetic_dataset
 
-__all__ = ["TESTBED_HEIGHT", "TESTBED_WIDTH", "TestbedSplit", "SPLITS", "testbed_split", "write_testbed_split"]
+__all__ = ["TESTBED_HEIGHT", "TESTBED_WIDTH", "TestbedSplit", "SPLITS", "testbed_split", "write_testbed_split",
+           "cache_root", "testbed_images"]
 
 TESTBED_HEIGHT, TESTBED_WIDTH = 1024, 768
 
@@ -63,3 +69,42 @@ def write_testbed_split(name: str, out_dir: str | Path, count: Optional[int] = N
     split = testbed_split(name)
     return write_synthetic_dataset(out_dir, count or split.default_count, TESTBED_HEIGHT, TESTBED_WIDTH, seed=split.seed,
                                    start=start, force=force, progress=progress)
+
+
+def cache_root() -> Path:
+    """Where rendered testbed images are kept: ``$ALISNET_EXPORT_CACHE`` or ``~/.cache/alisnet-export``."""
+    env = os.environ.get("ALISNET_EXPORT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "alisnet-export"
+
+
+def testbed_images(name: str, count: Optional[int] = None, *, root: Optional[Path] = None,
+                   progress: Optional[Callable[[int], None]] = None) -> list[Path]:
+    """Image files ``0 .. count-1`` of split ``name``, rendered on first use into the cache
+    (``ROOT/testbed/NAME/images`` + ``masks``, the folder layout ``--data`` and ``eval`` read).
+
+    Each file is written to a temporary name and renamed, so concurrent or interrupted runs never
+    leave a half-written image; files already there are reused (the split is deterministic)."""
+    split = testbed_split(name)
+    count = count or split.default_count
+    folder = (root or cache_root()) / "testbed" / split.name
+    images, masks = folder / "images", folder / "masks"
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        masks.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot create the testbed cache: {exc.strerror}; set ALISNET_EXPORT_CACHE "
+                          "to a writable folder.") from None
+    data = split.dataset(count)
+    out = []
+    for i in range(count):
+        image_path, mask_path = images / f"{i:06d}.png", masks / f"{i:06d}.png"
+        if not (image_path.is_file() and mask_path.is_file()):
+            image, mask = data[i]
+            for path, array in ((mask_path, mask.astype(np.uint8) * 255), (image_path, image)):
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                Image.fromarray(array).save(tmp, format="PNG")
+                os.replace(tmp, path)
+        out.append(image_path)
+        if progress:
+            progress(i + 1)
+    return out

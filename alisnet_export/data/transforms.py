@@ -65,45 +65,48 @@ class TrainTransform:
         lo, hi = self.scale_range
         scale = crop_h / h * math.exp(rng.uniform(math.log(lo), math.log(hi)))
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        if size != (w, h):
-            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-            target = np.asarray(Image.fromarray(target).resize(size, Image.NEAREST))
-        pixels = self._jitter(image.astype(np.float32), rng)
-        pixels, target = self._pad(pixels, target, rng)
-        y0 = int(rng.integers(0, pixels.shape[0] - crop_h + 1))
-        x0 = int(rng.integers(0, pixels.shape[1] - crop_w + 1))
-        pixels = pixels[y0:y0 + crop_h, x0:x0 + crop_w]
-        target = target[y0:y0 + crop_h, x0:x0 + crop_w]
+        jitter = self._jitter_factors(rng)
+        # the crop window in the scaled image (padded where the scaled image is smaller than the crop)
+        ph, pw = max(0, crop_h - size[1]), max(0, crop_w - size[0])
+        oy, ox = (int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))) if ph or pw else (0, 0)
+        y0 = int(rng.integers(0, size[1] + ph - crop_h + 1))
+        x0 = int(rng.integers(0, size[0] + pw - crop_w + 1))
+        # the part of the scaled image inside the window, resampled straight from the source pixels: the
+        # same pixels as resizing the whole image and cropping, without resizing what the crop drops
+        top, left = max(0, y0 - oy), max(0, x0 - ox)
+        bottom, right = min(size[1], y0 - oy + crop_h), min(size[0], x0 - ox + crop_w)
+        box = (left * w / size[0], top * h / size[1], right * w / size[0], bottom * h / size[1])
+        part = (right - left, bottom - top)
+        pixels = np.asarray(Image.fromarray(image).resize(part, Image.BILINEAR, box=box), dtype=np.float32)
+        part_target = np.asarray(Image.fromarray(target).resize(part, Image.NEAREST, box=box))
+        pixels = self._jitter(pixels, jitter)
+        out = np.empty((crop_h, crop_w, 3), dtype=np.float32)
+        out[...] = np.array(self.mean, dtype=np.float32) * 255.0  # padding: the mean colour (0 after normalising)
+        out_target = np.full((crop_h, crop_w), IGNORE_INDEX, dtype=np.uint8)  # padding is ignored by the loss
+        py, px = top + oy - y0, left + ox - x0
+        out[py:py + part[1], px:px + part[0]] = pixels
+        out_target[py:py + part[1], px:px + part[0]] = part_target
         if rng.random() < self.hflip:
-            pixels, target = pixels[:, ::-1], target[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).unsqueeze(0)
+            out, out_target = out[:, ::-1], out_target[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).unsqueeze(0)
         x = normalize(x, self.mean, self.std)[0]
-        return x, torch.from_numpy(np.array(target, dtype=np.int64))  # a copy: PIL arrays are read-only
+        return x, torch.from_numpy(np.array(out_target, dtype=np.int64))  # a copy: PIL arrays are read-only
 
-    def _jitter(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Brightness, contrast and saturation, each by a factor in ``1 +- color_jitter``."""
+    def _jitter_factors(self, rng: np.random.Generator) -> tuple[float, float, float]:
         j = self.color_jitter
         if j <= 0:
-            return pixels
-        gray = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        pixels = pixels * rng.uniform(1 - j, 1 + j)
-        pixels = (pixels - gray.mean()) * rng.uniform(1 - j, 1 + j) + gray.mean()
-        gray = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        pixels = gray[..., None] + (pixels - gray[..., None]) * rng.uniform(1 - j, 1 + j)
-        return np.clip(pixels, 0, 255)
+            return 1.0, 1.0, 1.0
+        return float(rng.uniform(1 - j, 1 + j)), float(rng.uniform(1 - j, 1 + j)), float(rng.uniform(1 - j, 1 + j))
 
-    def _pad(self, pixels: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Pad up to the crop, the image at a random place: the mean colour (0 after normalising) and the ignore label."""
-        crop_h, crop_w = self.crop
-        h, w = target.shape
-        ph, pw = max(0, crop_h - h), max(0, crop_w - w)
-        if ph == 0 and pw == 0:
-            return pixels, target
-        fill = np.array(self.mean, dtype=np.float32) * 255.0
-        padded = np.empty((h + ph, w + pw, 3), dtype=np.float32)
-        padded[...] = fill
-        oy, ox = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
-        padded[oy:oy + h, ox:ox + w] = pixels
-        padded_target = np.full((h + ph, w + pw), IGNORE_INDEX, dtype=np.uint8)
-        padded_target[oy:oy + h, ox:ox + w] = target
-        return padded, padded_target
+    def _jitter(self, pixels: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
+        """Brightness, contrast and saturation, each by a factor in ``1 +- color_jitter``."""
+        if factors == (1.0, 1.0, 1.0):
+            return pixels
+        brightness, contrast, saturation = factors
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        pixels = pixels * brightness
+        mean = float((pixels @ weights).mean())
+        pixels = (pixels - mean) * contrast + mean
+        gray = pixels @ weights
+        pixels = gray[..., None] + (pixels - gray[..., None]) * saturation
+        return np.clip(pixels, 0, 255)

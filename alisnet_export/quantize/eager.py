@@ -42,6 +42,7 @@ __all__ = [
     "calibrate",
     "convert",
     "qat_schedule",
+    "disable_activation_observers",
     "describe_quantization",
 ]
 
@@ -121,14 +122,26 @@ def convert(prepared: nn.Module) -> nn.Module:
     return model
 
 
-def qat_schedule(*, freeze_bn_step: int, freeze_observer_step: int) -> Callable[[int, nn.Module], None]:
+def disable_activation_observers(model: nn.Module) -> None:
+    """Stop the activation ranges moving (weight quantizers keep following the weights)."""
+    for name, module in model.named_modules():
+        if isinstance(module, FakeQuantize) and not name.endswith("weight_fake_quant"):
+            module.disable_observer()
+
+
+def qat_schedule(*, freeze_bn_step: int, freeze_observer_step: int,
+                 freeze_activation_observer_step: int | None = None) -> Callable[[int, nn.Module], None]:
     """A training hook: from ``freeze_bn_step`` BN uses its running statistics (no more updates);
-    from ``freeze_observer_step`` the quantization ranges stop moving, so the last steps fine-tune
-    the weights against the exact int8 grid that will ship."""
+    from ``freeze_activation_observer_step`` (default: with the others) the activation ranges stop
+    moving, e.g. at step 0 when they start from calibrated ranges; from ``freeze_observer_step`` all
+    quantization ranges stop moving, so the last steps fine-tune the weights against the exact int8
+    grid that will ship."""
 
     def hook(step: int, model: nn.Module) -> None:
         if step == freeze_bn_step:
             model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+        if step == freeze_activation_observer_step:
+            disable_activation_observers(model)
         if step == freeze_observer_step:
             model.apply(disable_observer)
 

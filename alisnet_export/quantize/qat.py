@@ -22,7 +22,7 @@ from ..errors import CheckpointError
 from ..modeling import build_model
 from . import eager
 
-__all__ = ["save_qat_checkpoint", "load_qat_model"]
+__all__ = ["save_qat_checkpoint", "load_qat_model", "seed_activation_ranges", "DistillationLoss", "agreement"]
 
 
 def save_qat_checkpoint(path: Path, prepared: nn.Module, config: ModelConfig, *, reference: Mapping[str, torch.Tensor],
@@ -53,3 +53,103 @@ def load_qat_model(loaded: LoadedCheckpoint) -> tuple[nn.Module, nn.Module, eage
             + " ".join(first[:3])
         ) from None
     return prepared.eval(), reference.eval(), options
+
+
+# --------------------------------------------------------------------------------------------------
+# The QAT recipe's parts: a calibrated start, a loss that keeps the float model's function, and the
+# agreement measure that says whether QAT helped.
+def seed_activation_ranges(qat_model: nn.Module, calibrated: nn.Module) -> int:
+    """Start ``qat_model``'s activation fake-quantizers from the ranges a PTQ-``calibrated`` model (same
+    float source, :func:`eager.prepare` with ``qat=False`` + :func:`eager.calibrate`) measured.
+
+    Empty observers would otherwise take their first ranges from the first training crops, which are
+    smaller than, and see fewer extremes than, the images the app runs at. Returns how many quantizers
+    were seeded; raises if none match (the two models do not come from the same float model)."""
+    from torch.ao.quantization import FakeQuantize
+
+    observed = dict(calibrated.named_modules())
+    seeded = 0
+    for name, module in qat_model.named_modules():
+        if not isinstance(module, FakeQuantize) or name.endswith("weight_fake_quant"):
+            continue
+        source = observed.get(name)
+        if source is None or not hasattr(source, "min_val") or not torch.isfinite(source.min_val).all():
+            continue
+        observer = module.activation_post_process
+        observer.min_val.resize_(source.min_val.shape).copy_(source.min_val)
+        observer.max_val.resize_(source.max_val.shape).copy_(source.max_val)
+        scale, zero_point = observer.calculate_qparams()
+        module.scale.resize_(scale.shape).copy_(scale)
+        module.zero_point.resize_(zero_point.shape).copy_(zero_point)
+        seeded += 1
+    if seeded == 0:
+        raise ValueError("no activation quantizer of the QAT model matches a calibrated observer")
+    return seeded
+
+
+class DistillationLoss(nn.Module):
+    """``forward(images, targets) -> {name: loss}``: the QAT ``student`` learns the float ``teacher``'s logits.
+
+    * ``loss_distill_coarse``: mean squared difference of the coarse logits (stride 4);
+    * ``loss_distill_point``: the same for PointRend's point head, at points drawn where the teacher is
+      least certain (the boundary, where int8 error moves the mask);
+    * with ``gt_weight > 0``, the paper's loss on the ground truth as well (``targets``).
+
+    Pulling the int8 model towards the float model's outputs, not only towards the labels, is what keeps
+    the float accuracy: the float model is the function being deployed."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, gt_weight: float = 0.0,
+                 point_loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.gt_weight = gt_weight
+        self.point_loss_weight = point_loss_weight
+
+    def train(self, mode: bool = True) -> "DistillationLoss":
+        self.training = mode
+        self.student.train(mode)
+        self.teacher.eval()  # always: its BatchNorm statistics are the deployed model's
+        return self
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch.nn.functional as F
+
+        from ..modeling.point_rend import calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample
+
+        with torch.no_grad():
+            t_coarse, t_features = self.teacher.forward_coarse(images)
+        s_coarse, s_features = self.student.forward_coarse(images)
+        losses = {"loss_distill_coarse": F.mse_loss(s_coarse, t_coarse)}
+        s_pr, t_pr = getattr(self.student, "point_rend", None), getattr(self.teacher, "point_rend", None)
+        if s_pr is not None and t_pr is not None:
+            with torch.no_grad():
+                coords = get_uncertain_point_coords_with_randomness(
+                    t_coarse, calculate_uncertainty, t_pr.train_num_points, t_pr.oversample_ratio,
+                    t_pr.importance_sample_ratio)
+                t_points = t_pr.point_head(point_sample(t_features, coords), point_sample(t_coarse, coords))
+            s_points = s_pr.point_head(point_sample(s_features, coords), point_sample(s_coarse, coords))
+            losses["loss_distill_point"] = self.point_loss_weight * F.mse_loss(s_points, t_points)
+        if self.gt_weight > 0:
+            for k, v in self.student.losses(images, targets, point_loss_weight=self.point_loss_weight).items():
+                losses[k] = self.gt_weight * v
+        return losses
+
+
+@torch.no_grad()
+def agreement(reference: nn.Module, candidate: nn.Module, inputs: list[tuple[str, torch.Tensor]]) -> dict[str, float]:
+    """How closely ``candidate``'s masks follow ``reference``'s on ``inputs`` ((name, (1, 3, H, W)) pairs):
+    mean and min mask IoU, mean contour distance in px (the parity gate's measures)."""
+    from ..parity import compare_logits
+
+    reference.eval()
+    candidate.eval()
+    metrics = [compare_logits(name, reference(x).numpy(), candidate(x).numpy()) for name, x in inputs]
+    if not metrics:
+        raise ValueError("agreement needs at least one input")
+    return {"images": len(metrics),
+            "mean_iou": float(sum(m.mask_iou for m in metrics) / len(metrics)),
+            "min_iou": float(min(m.mask_iou for m in metrics)),
+            "mean_boundary_px": float(sum(m.boundary_mean_px for m in metrics) / len(metrics))}
