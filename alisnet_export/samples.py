@@ -170,10 +170,27 @@ def parity_inputs(
         if person_crops and reference is not None:
             with torch.inference_mode():
                 mask = mask_to_original(reference(whole.tensor), whole)
-            box = person_box(mask)
+            box = _at_least_portrait(person_box(mask), mask.shape)
             if box is not None and (box[2] - box[0]) * (box[3] - box[1]) < 0.9 * mask.size:
                 crop = preprocess(image, mean=mean, std=std, height=height, box=box, margin=margin)
                 yield f"{path.stem}-person@{height}", crop.tensor.numpy()
+
+
+#: the narrowest person crop parity uses (width / height): a side view's tight box can be 1:5, which at
+#: a small --height is narrower than an artifact accepts; widening keeps the person and adds context
+MIN_CROP_ASPECT = 0.5
+
+
+def _at_least_portrait(box: Optional[tuple[int, int, int, int]], hw: tuple[int, int]) -> Optional[tuple[int, int, int, int]]:
+    """``box`` widened about its centre to at least :data:`MIN_CROP_ASPECT`, within the image."""
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    width = min(hw[1], int(np.ceil((y1 - y0) * MIN_CROP_ASPECT)))
+    if x1 - x0 >= width:
+        return box
+    x0 = max(0, min((x0 + x1 - width) // 2, hw[1] - width))
+    return x0, y0, x0 + width, y1
 
 
 def calibration_inputs(paths: Sequence[Path], config: ModelConfig, *, height: int, count: Optional[int] = None,
