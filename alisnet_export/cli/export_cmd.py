@@ -101,7 +101,8 @@ def run_export(
     from ..checkpoint import load_checkpoint
     from ..exporters.base import ExportJob
     from ..manifest import input_section, output_section, provenance_section
-    from ..pipeline import ReferenceOutputs, check_writable, export_single, single_export_paths
+    from .._io import check_writable
+    from ..pipeline import ReferenceOutputs, export_single, single_export_paths
     from ..quantize.qat import load_qat_model
     from ..runtimes.torch_runners import TorchModelRunner
     from ..samples import calibration_inputs, golden_source, image_paths, parity_inputs
