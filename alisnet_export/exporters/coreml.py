@@ -92,12 +92,10 @@ class _ScaledInput(nn.Module):
 
 def export_dynamic(model: nn.Module, bounds: SizeBounds, example_hw: tuple[int, int]) -> torch.export.ExportedProgram:
     """``torch.export`` with H and W dynamic multiples of 32 within ``bounds``, decomposed to core ATen."""
-    h = torch.export.Dim("h32", min=bounds.min_hw[0] // 32, max=bounds.max_hw[0] // 32)
-    w = torch.export.Dim("w32", min=bounds.min_hw[1] // 32, max=bounds.max_hw[1] // 32)
     bounds.check(*example_hw, what="export example input")
     example = torch.randn(1, 3, *example_hw, generator=torch.Generator().manual_seed(0))
     try:
-        program = torch.export.export(model.eval(), (example,), dynamic_shapes={"x": {2: 32 * h, 3: 32 * w}})
+        program = torch.export.export(model.eval(), (example,), dynamic_shapes=bounds.dynamic_shapes())
     except Exception as exc:
         raise ExportError(f"torch.export could not export the model with dynamic H and W: {str(exc).splitlines()[0]}") from exc
     return program.run_decompositions({})

@@ -120,21 +120,18 @@ def _set_metadata(model, props: dict[str, str]) -> None:
 def export_float_onnx(job: ExportJob, dest: Path, *, opset: int, model: Any = None) -> None:
     """The float reference (or ``model``, the same function re-parametrised) as ONNX with dynamic H and W
     (multiples of 32 within ``job.bounds``)."""
-    import torch
-    from torch.export import Dim
-
-    bounds = job.bounds
-    h_blocks = Dim("h_blocks", min=bounds.min_hw[0] // 32, max=bounds.max_hw[0] // 32)
-    w_blocks = Dim("w_blocks", min=bounds.min_hw[1] // 32, max=bounds.max_hw[1] // 32)
     import dataclasses
 
+    import torch
+
+    bounds = job.bounds
     example = dataclasses.replace(job, example_hw=example_size(bounds, job.example_hw)).example_input()
     model = (job.reference if model is None else model).eval()
     try:
         with torch.no_grad():
             program = torch.onnx.export(
                 model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes={"x": {2: 32 * h_blocks, 3: 32 * w_blocks}},
+                output_names=[OUTPUT_NAME], dynamic_shapes=bounds.dynamic_shapes(("h_blocks", "w_blocks")),
                 optimize=True, verbose=False, report=False,
             )
     except Exception as exc:  # torch.export / onnxscript raise many types; keep the first lines

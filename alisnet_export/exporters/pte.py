@@ -55,11 +55,7 @@ min_pixels_for = min_input_pixels
 
 def dynamic_shapes(bounds: SizeBounds) -> dict[str, dict[int, Any]]:
     """H and W as ``32 * Dim`` within ``bounds`` (multiples of 32 only)."""
-    from torch.export import Dim
-
-    h32 = Dim("h32", min=bounds.min_hw[0] // 32, max=bounds.max_hw[0] // 32)
-    w32 = Dim("w32", min=bounds.min_hw[1] // 32, max=bounds.max_hw[1] // 32)
-    return {"x": {2: 32 * h32, 3: 32 * w32}}
+    return bounds.dynamic_shapes()
 
 
 class _Coarse(nn.Module):
