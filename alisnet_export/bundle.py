@@ -41,6 +41,7 @@ from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
 from .parity import Thresholds
 from .pipeline import ArtifactRecord, ReferenceOutputs, golden_tensors, produce_artifact
+from .preprocess import logits_to_mask
 
 __all__ = [
     "FORMATS",
@@ -337,7 +338,7 @@ def build_bundle(
             "source_rgb": source_rgb,
             "input": golden_input,
             "logits.float": reference_logits,
-            "mask.float": (reference_logits[0, 1] > reference_logits[0, 0]).astype(np.uint8),
+            "mask.float": logits_to_mask(reference_logits).astype(np.uint8),
         }
         for record in records:
             if record.golden_logits is not None:  # absent when it cannot run here (Core ML off macOS)

@@ -26,7 +26,7 @@ from .exporters.base import ArtifactInfo, Exporter, ExportJob
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
 from .parity import ParityReport, Thresholds, default_thresholds, run_parity
-from .preprocess import normalize, resize_rgb, target_size
+from .preprocess import logits_to_mask, normalize, resize_rgb, target_size
 from .runtimes.base import runner_for
 from .runtimes.torch_runners import TorchModelRunner
 
@@ -273,7 +273,7 @@ def export_single(
         "source_rgb": source_rgb,
         "input": golden_input,
         "logits.float": reference_logits,
-        "mask.float": (reference_logits[0, 1] > reference_logits[0, 0]).astype(np.uint8),
+        "mask.float": logits_to_mask(reference_logits).astype(np.uint8),
     }
     if record.golden_logits is not None:  # absent when the artifact cannot run here (Core ML off macOS)
         tensors[f"logits.{record.entry['id']}"] = record.golden_logits
