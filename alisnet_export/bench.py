@@ -316,7 +316,7 @@ def _paper_int8_mb(paper: dict[str, Any]) -> Optional[float]:
 def table1(workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Parameters and sizes of every variant (the configs' ``paper`` sections give the paper's numbers):
     fp32 state dict, and an int8 .ptl where the paper has one."""
-    from .cli.inspect_cmd import variant_table
+    from .zoo import variant_table
     from .config import load_config
     from .modeling.alisnet import build_model
 

@@ -34,13 +34,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_write, current_umask, sha256_file
+from ._io import atomic_write, current_umask, ensure_folder, refuse_existing, sha256_file
 from .errors import AlisnetError, DataError, OutputError
 from .exporters.base import Exporter, ExportJob, SizeBounds
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
 from .parity import Thresholds
 from .pipeline import ArtifactRecord, ReferenceOutputs, golden_tensors, produce_artifact
+from .preprocess import logits_to_mask
 
 __all__ = [
     "FORMATS",
@@ -170,17 +171,9 @@ def check_bundle_writable(folder: Path, force: bool) -> None:
     folder, zip_path = bundle_paths(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder} exists and is not a folder; choose another --output")
-    busy = [str(p) for p in (folder, zip_path) if p.exists() and (p.is_file() or any(p.iterdir()))]
-    if busy and not force:
-        raise OutputError(f"output already exists: {', '.join(busy)}; pass --force to replace it, "
-                          "or choose another --output")
-    parent = folder.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {parent} is not writable; choose another --output")
+    refuse_existing((folder, zip_path), force, verb="replace it",
+                    exists=lambda p: p.exists() and (p.is_file() or any(p.iterdir())))
+    ensure_folder(folder.parent)
 
 
 @dataclass
@@ -348,7 +341,7 @@ def build_bundle(
             "source_rgb": source_rgb,
             "input": golden_input,
             "logits.float": reference_logits,
-            "mask.float": (reference_logits[0, 1] > reference_logits[0, 0]).astype(np.uint8),
+            "mask.float": logits_to_mask(reference_logits).astype(np.uint8),
         }
         for record in records:
             if record.golden_logits is not None:  # absent when it cannot run here (Core ML off macOS)

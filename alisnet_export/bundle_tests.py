@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write
+from ._io import atomic_write
 from .config import ModelConfig
 from .preprocess import crop_box, load_rgb_image, mask_to_original, normalize, person_box, preprocess, resize_rgb, target_size
 

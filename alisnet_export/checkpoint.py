@@ -17,13 +17,11 @@ The detectron2 <-> native key mapping is one pure function each way
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +32,9 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from ._io import atomic_write, current_umask, sha256_file  # re-exported: writing lives in _io
 from .config import ModelConfig, list_configs, load_config
-from .errors import CheckpointError, ConfigError, OutputError
+from .errors import CheckpointError, ConfigError
 
 __all__ = [
     "LoadedCheckpoint",
@@ -222,14 +221,6 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unsafe_message(path: Path, exc: BaseException) -> str:
@@ -496,39 +487,6 @@ def _validate(path: Path, state: dict[str, Tensor], cfg: ModelConfig, raw: Mappi
 
 # --------------------------------------------------------------------------------------------------
 # Writing
-def current_umask() -> int:
-    """The process's umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Any, *, force: bool = False) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: never leaves a half-written file.
-
-    Raises :class:`OutputError` if ``path`` exists and ``force`` is false, or it cannot be written.
-    """
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputError(f"{path}: already exists; pass --force to overwrite it, or choose another --output.")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot create folder {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{path}: folder {parent} is not writable; choose another --output.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file a normal file's permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _plain(value: Any, where: str) -> Any:
     """``value`` as plain JSON types (str subclasses such as ``torch.__version__`` become ``str``), so the
     checkpoint stays loadable with ``weights_only=True``, which refuses any other class."""

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import zoo
 from .errors import ConfigError
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "load_config",
     "list_configs",
+    "models_dir",
 ]
 
 #: Backbones the modeling code can build, with the torchvision builder each one mirrors.
@@ -147,16 +148,41 @@ def _reject_unknown(data: Mapping[str, Any], cls: type, source: str) -> None:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def models_dir() -> Path:
+    """Where the shipped model configs and checkpoints live, in a checkout and after ``pip install .``.
+
+    In a checkout (or an editable install) they are the top-level ``models/`` folder. A regular install
+    copies that folder into the package as ``alisnet_export/_models`` (see ``setup.cfg``,
+    ``package_dir``). ``ALISNET_EXPORT_MODELS`` overrides both.
+    """
+    env = os.environ.get("ALISNET_EXPORT_MODELS")
+    if env:
+        return Path(env)
+    installed = _PACKAGE_DIR / "_models"
+    if (installed / "zoo.json").is_file():
+        return installed
+    checkout = _PACKAGE_DIR.parent / "models"
+    if (checkout / "zoo.json").is_file():
+        return checkout
+    raise FileNotFoundError(
+        f"cannot find the model zoo: neither {installed} nor {checkout} holds zoo.json. "
+        "Reinstall alisnet-export (pip install .) or set ALISNET_EXPORT_MODELS to the models/ folder."
+    )
+
+
 def list_configs() -> list[str]:
     """Names of the configs shipped in ``models/``."""
-    return sorted(p.stem for p in zoo.models_dir().glob("*.json") if p.stem != "zoo")
+    return sorted(p.stem for p in models_dir().glob("*.json") if p.stem != "zoo")
 
 
 def load_config(name_or_path: str | Path) -> ModelConfig:
     """Load a config by shipped name (``alisnet_mnasnet``) or by path to a JSON file."""
     path = Path(name_or_path)
     if path.suffix != ".json":
-        candidate = zoo.models_dir() / f"{name_or_path}.json"
+        candidate = models_dir() / f"{name_or_path}.json"
         if candidate.is_file():
             path = candidate
         elif not path.is_file():

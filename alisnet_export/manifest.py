@@ -20,7 +20,7 @@ import jsonschema
 import numpy as np
 
 from . import __version__
-from .checkpoint import atomic_write
+from ._io import atomic_write
 from .config import ModelConfig
 from .errors import DataError
 from .preprocess import SPEC_VERSION, normalize, resize_rgb

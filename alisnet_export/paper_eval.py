@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from .errors import DataError, EnvironmentProblem
 from .evaluation import ConfusionCounts, SegmentationMetrics
-from .preprocess import crop_box, normalize, person_box, resize_rgb, target_size
+from .preprocess import crop_box, logits_to_mask, normalize, person_box, resize_rgb, target_size
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -315,7 +315,7 @@ def _logits_on_crop(logits: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
     if tuple(t.shape[-2:]) != tuple(crop_hw):
         t = F.interpolate(t, size=crop_hw, mode="bilinear", align_corners=False)
-    return (t[0, 1] > t[0, 0]).numpy()
+    return logits_to_mask(t)
 
 
 def evaluate_targets(targets: Sequence[EvalTarget], items: Iterable[EvalItem], *, height: int = 1024,

@@ -42,6 +42,7 @@ __all__ = [
     "ParityReport",
     "compare_logits",
     "boundary_distances",
+    "contour",
     "width_profile",
     "run_parity",
 ]
@@ -50,7 +51,8 @@ __all__ = [
 BODY_HEIGHTS = (0.2, 0.35, 0.5, 0.65, 0.8)
 
 
-def _contour(mask: np.ndarray) -> np.ndarray:
+def contour(mask: np.ndarray) -> np.ndarray:
+    """The mask's 1-px inner contour (pixels of ``mask`` with a 4-neighbour outside it or at the border)."""
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
@@ -60,7 +62,7 @@ def boundary_distances(reference: np.ndarray, candidate: np.ndarray) -> np.ndarr
     Empty vs empty gives no distances. Empty vs non-empty gives the image diagonal for every contour pixel:
     the largest distance there can be, finite so that means, percentiles and JSON reports stay valid.
     """
-    ca, cb = _contour(reference), _contour(candidate)
+    ca, cb = contour(reference), contour(candidate)
     if not ca.any() and not cb.any():
         return np.zeros(0)
     if not ca.any() or not cb.any():

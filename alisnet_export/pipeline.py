@@ -20,13 +20,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_write, sha256_file
-from .errors import EnvironmentProblem, OutputError
+from ._io import atomic_write, check_writable, sha256_file
+from .errors import EnvironmentProblem
 from .exporters.base import ArtifactInfo, Exporter, ExportJob
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
 from .parity import ParityReport, Thresholds, default_thresholds, run_parity
-from .preprocess import normalize, resize_rgb, target_size
+from .preprocess import logits_to_mask, normalize, resize_rgb, target_size
 from .runtimes.base import runner_for
 from .runtimes.torch_runners import TorchModelRunner
 
@@ -40,7 +40,6 @@ __all__ = [
     "artifact_size",
     "planned_paths",
     "single_export_paths",
-    "check_writable",
     "produce_artifact",
     "golden_tensors",
     "export_single",
@@ -112,20 +111,6 @@ def single_export_paths(exporter: Exporter, out_dir: Path, name: str) -> list[Pa
     """Every file a single-format export writes."""
     return [*planned_paths(exporter, out_dir, name).values(), out_dir / f"{name}.manifest.json",
             out_dir / f"{name}.golden.algv"]
-
-
-def check_writable(paths: Sequence[Path], force: bool) -> None:
-    """Fail before any work if an output exists (without ``force``) or its folder cannot be written."""
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not force:
-        raise OutputError(f"output already exists: {', '.join(existing)}; pass --force to overwrite, or choose another --output")
-    for folder in {p.parent for p in paths}:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
-        if not os.access(folder, os.W_OK):
-            raise OutputError(f"output folder {folder} is not writable; choose another --output")
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -290,7 +275,7 @@ def export_single(
         "source_rgb": source_rgb,
         "input": golden_input,
         "logits.float": reference_logits,
-        "mask.float": (reference_logits[0, 1] > reference_logits[0, 0]).astype(np.uint8),
+        "mask.float": logits_to_mask(reference_logits).astype(np.uint8),
     }
     if record.golden_logits is not None:  # absent when the artifact cannot run here (Core ML off macOS)
         tensors[f"logits.{record.entry['id']}"] = record.golden_logits

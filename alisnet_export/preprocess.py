@@ -1,6 +1,6 @@
 """Pre- and post-processing: the one spec the Python, Kotlin and Swift code all follow.
 
-Spec version :data:`SPEC_VERSION` (documented in ``docs/preprocessing.md``):
+Spec version :data:`SPEC_VERSION` (documented in ``docs/bundle-contract.md`` section 2):
 
 1. Decode to 8-bit RGB (grayscale, alpha-channel and tiny images are refused, not guessed at).
 2. Optionally crop to the person box enlarged by ``crop_margin`` (10%) on each side, clipped to the image.

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from ._io import atomic_write
 from .parity import ImageMetrics, ParityReport
 from .visualize import disagreement_overlay, mask_overlay, save_png
 

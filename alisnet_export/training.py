@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from .checkpoint import atomic_write
+from ._io import atomic_write
 from .errors import AlisnetError, CheckpointError, DataError, EnvironmentProblem
 from .evaluation import SegmentationMetrics, evaluate_miou
 

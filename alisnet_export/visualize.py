@@ -6,16 +6,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
+
+from .parity import contour
 
 __all__ = ["mask_overlay", "disagreement_overlay", "save_png"]
 
 _PERSON = np.array([0, 200, 255], dtype=np.float32)  # cyan tint
 _EDGE = np.array([255, 255, 0], dtype=np.uint8)  # yellow contour
-
-
-def _contour(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
 def mask_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -25,7 +22,7 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np
     out = image.astype(np.float32)
     out[mask] = (1 - alpha) * out[mask] + alpha * _PERSON
     out = out.clip(0, 255).astype(np.uint8)
-    out[_contour(mask)] = _EDGE
+    out[contour(mask)] = _EDGE
     return out
 
 

@@ -1,37 +1,17 @@
-"""Where the shipped model configs and checkpoints live, in a checkout and after ``pip install .``.
-
-In a checkout (or an editable install) they are the top-level ``models/`` folder. A regular install
-copies that folder into the package as ``alisnet_export/_models`` (see ``setup.cfg``,
-``package_dir``). ``ALISNET_EXPORT_MODELS`` overrides both.
+"""The shipped checkpoints (``models/zoo.json``: the embedded default and the test fixture) and the
+table of shipped variants. Where ``models/`` is found is :func:`alisnet_export.config.models_dir`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-__all__ = ["models_dir", "ZooEntry", "zoo_entries", "default_checkpoint", "fixture_checkpoint", "register_checkpoint"]
+from .config import list_configs, load_config, models_dir
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def models_dir() -> Path:
-    env = os.environ.get("ALISNET_EXPORT_MODELS")
-    if env:
-        return Path(env)
-    installed = _PACKAGE_DIR / "_models"
-    if (installed / "zoo.json").is_file():
-        return installed
-    checkout = _PACKAGE_DIR.parent / "models"
-    if (checkout / "zoo.json").is_file():
-        return checkout
-    raise FileNotFoundError(
-        f"cannot find the model zoo: neither {installed} nor {checkout} holds zoo.json. "
-        "Reinstall alisnet-export (pip install .) or set ALISNET_EXPORT_MODELS to the models/ folder."
-    )
+__all__ = ["models_dir", "ZooEntry", "zoo_entries", "default_checkpoint", "fixture_checkpoint", "variant_table"]
 
 
 @dataclass(frozen=True)
@@ -82,22 +62,23 @@ def fixture_checkpoint() -> ZooEntry:
     return zoo_entries()[_zoo()["fixture"]]
 
 
-def register_checkpoint(path: Path, *, name: str, role: Optional[str] = None, extra_meta: Optional[dict[str, Any]] = None) -> ZooEntry:
-    """Copy nothing; record ``path`` (already inside :func:`models_dir`) in ``zoo.json`` with its sha256,
-    file size and the meta stored in the checkpoint (plus ``extra_meta``). ``role``: "default" and/or
-    "fixture" (comma-separated) makes it the embedded default or the test fixture."""
-    from .checkpoint import load_checkpoint, sha256_file
+def variant_table() -> list[dict[str, Any]]:
+    """Parameters and float32 size of every shipped variant, beside the paper's Table 1 sizes."""
+    import torch
 
-    path = Path(path).resolve()
-    root = models_dir().resolve()
-    if path.parent != root:
-        raise ValueError(f"{path}: a zoo checkpoint must live in {root}")
-    loaded = load_checkpoint(path)
-    data = _zoo()
-    meta = {**loaded.meta, **(extra_meta or {}), "file_size_bytes": path.stat().st_size}
-    data["checkpoints"][name] = {"file": path.name, "config": loaded.config.name, "sha256": sha256_file(path), "meta": meta}
-    for r in (role or "").split(","):
-        if r:
-            data[r.strip()] = name
-    (models_dir() / "zoo.json").write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    return zoo_entries()[name]
+    from .modeling.alisnet import ALiSNet
+
+    rows = []
+    for name in list_configs():
+        cfg = load_config(name)
+        with torch.device("meta"):  # shapes only: no memory, no time
+            model = ALiSNet(cfg)
+        params = sum(p.numel() for p in model.parameters())
+        point = sum(p.numel() for p in model.point_rend.parameters()) if model.point_rend is not None else 0
+        rows.append({
+            "variant": name, "backbone": cfg.backbone, "top_down": cfg.top_down, "parameters": params,
+            "point_head_parameters": point, "float32_mb": params * 4 / 1e6, "int8_weights_mb": params / 1e6,
+            "paper_mb": cfg.paper.get("size_mb"), "paper_qat_mb": cfg.paper.get("size_mb_qat"),
+            "paper_table": cfg.paper.get("table", ""),
+        })
+    return rows

@@ -49,6 +49,7 @@ def test_emitted_suite_passes_on_the_real_bundle(bundle):
     assert "3 passed" in log  # size/sha256, float-model parity, golden vectors
 
 
+@pytest.mark.slow
 def test_emitted_suite_fails_when_a_weight_is_changed(bundle, tmp_path, random_mbv2_ckpt):
     loaded = load_checkpoint(random_mbv2_ckpt)
     sd = dict(loaded.state_dict)

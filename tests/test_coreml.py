@@ -146,6 +146,7 @@ def test_check_package_fails_a_package_that_is_not_what_was_asked(fp16, tmp_path
     assert not report["passed"] and report["checks"][0]["name"] == "reloads"
 
 
+@pytest.mark.slow
 def test_int8_weights_package_is_smaller_with_quantized_weights(fp16, int8_image):
     int8_image.assert_written()
     entry = int8_image.entry
@@ -160,6 +161,7 @@ def test_int8_weights_package_is_smaller_with_quantized_weights(fp16, int8_image
     assert report["weights"]["constexpr_affine_dequantize.quantized_data:INT8"] == ops["constexpr_affine_dequantize"]
 
 
+@pytest.mark.slow
 def test_image_input_normalises_exactly_inside_the_package(int8_image):
     int8_image.assert_written()
     spec = ct.models.MLModel(str(int8_image.package), skip_model_load=True).get_spec()

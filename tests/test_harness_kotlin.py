@@ -36,6 +36,8 @@ from alisnet_export.preprocess import (
     target_size,
 )
 
+pytestmark = pytest.mark.slow  # compiles the Kotlin harness core with kotlinc and exports a demo bundle
+
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "android_harness" / "core"
 JAVA_LIBS = Path("/usr/share/java")

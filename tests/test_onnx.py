@@ -106,6 +106,7 @@ def test_float_onnx_matches_the_float_model_at_other_sizes(float_export, float_m
     assert described["providers"] == ["CPUExecutionProvider"]
 
 
+@pytest.mark.slow
 def test_int8_conv_nodes_are_qdq_and_a_failing_gate_exits_1(int8_export):
     code, out, err, out_dir, _ = int8_export
     # a random network's near-zero logits flip under int8: the gate must fail and say so
@@ -148,6 +149,7 @@ def test_int8_conv_nodes_are_qdq_and_a_failing_gate_exits_1(int8_export):
     assert entry["size_bytes"] < 0.4 * 10e6  # int8 weights: about a third of the float model's 10.7 MB
 
 
+@pytest.mark.slow
 def test_int8_golden_vectors_reproduce_and_cwd_stays_clean(int8_export):
     _, _, _, out_dir, cwd = int8_export
     assert os.listdir(cwd) == []  # ORT's quantization tools ran in a private temporary folder
@@ -219,6 +221,7 @@ def test_bounds_need_pointrend_cells_and_example_fits(mnasnet_config):
     assert h <= 128 and h * w >= need and h % 32 == 0 and w % 32 == 0
 
 
+@pytest.mark.slow
 def test_ort_flag_writes_an_ort_artifact_with_its_operator_config(run_cli, tmp_path, random_mbv2_ckpt):
     with _cwd(tmp_path):  # relative --output, as the default `out` is
         code, out, err = run_cli("onnx", random_mbv2_ckpt, "--float", "--ort", *SMALL, "-o", "out", "--json")

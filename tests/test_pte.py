@@ -123,6 +123,7 @@ def test_pte_runner_rejects_sizes_that_are_not_multiples_of_32(float_pte):
         runner(np.zeros((1, 3, 64, 64), np.float32))
 
 
+@pytest.mark.slow
 def test_int8_pte_runs_and_a_failing_gate_exits_1(int8_pte, float_pte):
     code, stdout, stderr, out = int8_pte
     # a random network's near-zero logits flip under int8: the gate must fail and the manifest say so

@@ -35,6 +35,7 @@ def test_steps_and_schedule():
     assert schedule_steps(4, 0.0, 0.0) == (0, 1)
 
 
+@pytest.mark.slow
 def test_qat_writes_a_checkpoint_that_ptl_converts_and_resumes(run_cli, tmp_path, native_ckpt, people):
     out = tmp_path / "q.pth"
     code, stdout, err = run_cli("qat", native_ckpt, "--data", people, "--steps", "2", *TINY, "-o", out, "--json")

@@ -62,7 +62,7 @@ _register()
 
 def quiet_library_warnings() -> None:
     """torch warns on every call that TorchScript, eager quantization and the lite interpreter are
-    deprecated; the tool uses them on purpose (DESIGN.md). ALISNET_EXPORT_SHOW_WARNINGS=1 shows them."""
+    deprecated; the tool uses them on purpose (docs/design.md section 3). ALISNET_EXPORT_SHOW_WARNINGS=1 shows them."""
     if os.environ.get("ALISNET_EXPORT_SHOW_WARNINGS"):
         return
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -15,6 +16,7 @@ from typing import Any, Callable, Optional
 import click
 
 __all__ = [
+    "parse_hw",
     "model_options",
     "output_options",
     "json_option",
@@ -131,3 +133,25 @@ def pass_reporter(f: Callable) -> Callable:
         return f(*args, **kwargs)
 
     return wrapper
+
+
+def parse_hw(text: Optional[str], option: str, *, usage_error: bool = False) -> Optional[tuple[int, int]]:
+    """``"HxW"`` (``--min-size``/``--max-size``) -> ``(H, W)``, both positive multiples of 32; None stays None.
+
+    Text that is not ``HxW`` raises :class:`DataError` (exit 3), or ``click.BadParameter`` (exit 2) with
+    ``usage_error`` (``coreml``'s historical exit code); sizes that are not multiples of 32 raise DataError.
+    """
+    from ..errors import DataError
+
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        message = f"{option} {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 1024x768"
+        raise click.BadParameter(message) if usage_error else DataError(message)
+    h, w = int(match.group(1)), int(match.group(2))
+    bad = [v for v in (h, w) if v % 32 or v < 32]
+    if bad:
+        raise DataError(f"{option} {text}: {bad[0]} is not a positive multiple of 32 (height and width must be "
+                        f"multiples of 32, e.g. {max(32, h // 32 * 32)}x{max(32, w // 32 * 32)})")
+    return h, w

@@ -54,7 +54,7 @@ def eval_command(targets, data: Optional[Path], coco: Optional[Path], coco_image
 
     from tqdm import tqdm
 
-    from ..checkpoint import atomic_write
+    from .._io import atomic_write
     from ..errors import DataError, EnvironmentProblem
     from ..paper_eval import evaluate_targets, open_dataset, open_targets
 

@@ -14,7 +14,8 @@ from typing import Any, Callable, Optional
 
 import click
 
-from ._common import Reporter, check_multiple_of_32, human_size, json_option, model_options, output_options, pass_reporter, resolve_checkpoint
+from ._common import (Reporter, check_multiple_of_32, human_size, json_option, model_options, output_options, parse_hw,
+                      pass_reporter, resolve_checkpoint)
 
 __all__ = ["export_options", "run_export", "COMMANDS"]
 
@@ -106,7 +107,8 @@ def run_export(
     from ..checkpoint import load_checkpoint
     from ..exporters.base import ExportJob
     from ..manifest import input_section, output_section, provenance_section
-    from ..pipeline import ReferenceOutputs, check_writable, export_single, single_export_paths
+    from .._io import check_writable
+    from ..pipeline import ReferenceOutputs, export_single, single_export_paths
     from ..quantize.qat import load_qat_model
     from ..runtimes.torch_runners import TorchModelRunner
     from ..samples import calibration_inputs, golden_source, image_sets_for, parity_inputs
@@ -319,14 +321,6 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
                       **_common_kwargs(kwargs))
 
 
-def _size_pair(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: expected HEIGHTxWIDTH, e.g. 256x192") from None
-    return h, w
-
-
 @click.command("coreml")
 @model_options
 @click.option("--weights", type=click.Choice(["fp16", "int8", "palettize4"]), default="fp16", show_default=True,
@@ -357,21 +351,11 @@ def coreml_command(reporter: Reporter, weights: str, image_input: bool, min_size
     from ..exporters.base import SizeBounds
     from ..exporters.coreml import WEIGHT_MODES, CoreMLExporter
 
-    bounds = SizeBounds(min_hw=_size_pair(min_size), max_hw=_size_pair(max_size))
+    bounds = SizeBounds(min_hw=parse_hw(min_size, "--min-size", usage_error=True),
+                        max_hw=parse_hw(max_size, "--max-size", usage_error=True))
     precision = WEIGHT_MODES[weights][0]
     return run_export(CoreMLExporter(), reporter=reporter, precision=precision, options={"image_input": image_input},
                       bounds=bounds, **_common_kwargs(kwargs))
-
-
-def _parse_size(value: Optional[str], option: str) -> Optional[tuple[int, int]]:
-    if value is None:
-        return None
-    from ..errors import DataError
-
-    parts = value.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise DataError(f"{option} {value!r}: expected HEIGHTxWIDTH in pixels, e.g. 1024x1024")
-    return int(parts[0]), int(parts[1])
 
 
 @click.command("pte")
@@ -403,8 +387,8 @@ def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_s
 
     exporter = PteExporter(bundled_program=bundled_program)
     default = exporter.default_bounds
-    bounds = SizeBounds(_parse_size(min_size, "--min-size") or default.min_hw,
-                        _parse_size(max_size, "--max-size") or default.max_hw)
+    bounds = SizeBounds(parse_hw(min_size, "--min-size") or default.min_hw,
+                        parse_hw(max_size, "--max-size") or default.max_hw)
     return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8",
                       options={"per_channel": not per_tensor, "equalize": not no_equalize}, bounds=bounds,
                       **_common_kwargs(kwargs))

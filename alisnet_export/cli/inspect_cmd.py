@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import click
 
+from ..zoo import variant_table
 from ._common import Reporter, human_size, json_option, model_options, pass_reporter, resolve_checkpoint
 
 __all__ = ["inspect_checkpoint", "COMMANDS"]
@@ -94,29 +95,6 @@ def inspect_command(ckpt: Optional[Path], config: Optional[str], no_pointrend: b
     reporter.table(rows)
     reporter.result(info)
     return 0
-
-
-def variant_table() -> list[dict[str, Any]]:
-    """Parameters and float32 size of every shipped variant, beside the paper's Table 1 sizes."""
-    import torch
-
-    from ..config import list_configs, load_config
-    from ..modeling.alisnet import ALiSNet
-
-    rows = []
-    for name in list_configs():
-        cfg = load_config(name)
-        with torch.device("meta"):  # shapes only: no memory, no time
-            model = ALiSNet(cfg)
-        params = sum(p.numel() for p in model.parameters())
-        point = sum(p.numel() for p in model.point_rend.parameters()) if model.point_rend is not None else 0
-        rows.append({
-            "variant": name, "backbone": cfg.backbone, "top_down": cfg.top_down, "parameters": params,
-            "point_head_parameters": point, "float32_mb": params * 4 / 1e6, "int8_weights_mb": params / 1e6,
-            "paper_mb": cfg.paper.get("size_mb"), "paper_qat_mb": cfg.paper.get("size_mb_qat"),
-            "paper_table": cfg.paper.get("table", ""),
-        })
-    return rows
 
 
 @click.command("variants")

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Optional
 
 import click
 
-from ._common import Reporter, model_options, pass_reporter
+from ._common import Reporter, model_options, parse_hw, pass_reporter
 from .export_cmd import _common_kwargs, export_options, no_equalize_option, run_export
 
 __all__ = ["onnx_command", "parse_size", "COMMANDS"]
 
 
-def parse_size(text: Optional[str], option: str) -> Optional[tuple[int, int]]:
-    """``"HxW"`` -> ``(H, W)``; a clear :class:`DataError` otherwise."""
-    from ..errors import DataError
-
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise DataError(f"{option} {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 1024x768")
-    h, w = int(match.group(1)), int(match.group(2))
-    if h % 32 or w % 32 or h < 32 or w < 32:
-        raise DataError(f"{option} {text}: height and width must be positive multiples of 32 "
-                        f"(e.g. {max(32, h // 32 * 32)}x{max(32, w // 32 * 32)})")
-    return h, w
+#: the old name, kept for callers
+parse_size = parse_hw
 
 
 @click.command("onnx")
@@ -60,8 +47,8 @@ def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optiona
     bounds = None
     if min_size or max_size:
         default = exporter.default_bounds
-        bounds = SizeBounds(min_hw=parse_size(min_size, "--min-size") or default.min_hw,
-                            max_hw=parse_size(max_size, "--max-size") or default.max_hw)
+        bounds = SizeBounds(min_hw=parse_hw(min_size, "--min-size") or default.min_hw,
+                            max_hw=parse_hw(max_size, "--max-size") or default.max_hw)
     options = {"opset": opset, "per_channel": not per_tensor, "equalize": not no_equalize}
     return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8", options=options,
                       bounds=bounds, **_common_kwargs(kwargs))

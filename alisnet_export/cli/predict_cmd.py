@@ -40,7 +40,7 @@ def predict_command(ckpt, config, no_pointrend, images, height, box, output: Pat
     """Segment photos with the float model; write NAME.mask.png and NAME.overlay.png to --output."""
     import torch
 
-    from ..checkpoint import atomic_write
+    from .._io import atomic_write
     from ..errors import DataError
     from ..preprocess import load_rgb_image, mask_to_original, preprocess
     from ..visualize import mask_overlay, save_png

@@ -138,7 +138,8 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
 
     from ..checkpoint import load_checkpoint
     from ..data import TrainTransform
-    from ..errors import CheckpointError, OutputError
+    from .._io import refuse_existing
+    from ..errors import CheckpointError
     from ..evaluation import evaluate_miou
     from ..quantize import eager
     from ..quantize.equalize import equalize_for_quantization
@@ -147,8 +148,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
     from ..training import TrainOptions, load_training_state, train
 
     output: Path = opts["output"]
-    if output.exists() and not opts["force"]:
-        raise OutputError(f"{output}: already exists; pass --force to overwrite it, or choose another --output.")
+    refuse_existing([output], opts["force"])
     crop = parse_crop(opts.pop("crop_text"))
     ckpt_path = resolve_checkpoint(opts["ckpt"])
     loaded = load_checkpoint(ckpt_path, opts["config"])

@@ -274,15 +274,15 @@ def train_demo_command(reporter: Reporter, **opts: Any) -> int:
     from ..checkpoint import save_checkpoint
     from ..config import load_config
     from ..data import TrainTransform
-    from ..errors import CheckpointError, OutputError
+    from .._io import refuse_existing
+    from ..errors import CheckpointError
     from ..modeling import build_model
     from ..training import TrainOptions, load_training_state, recompute_bn_stats, train, training_batches
     from ..evaluation import evaluate_miou
 
     output: Path = opts["output"]
     opts["crop"] = parse_crop(opts.pop("crop_text"))
-    if output.exists() and not opts["force"]:
-        raise OutputError(f"{output}: already exists; pass --force to overwrite it, or choose another --output.")
+    refuse_existing([output], opts["force"])
     state_dir = output.with_name(output.name.removesuffix(".pth") + ".train")
     _prepare_state_dir(state_dir, opts["resume"], opts["force"])
     resume_state = load_training_state(opts["resume"]) if opts["resume"] is not None else None

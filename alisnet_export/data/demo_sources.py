@@ -36,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from .._io import sha256_file
 from ..errors import DataError, EnvironmentProblem
 
 __all__ = [
@@ -230,12 +231,8 @@ if len(_BY_NAME) != len(SOURCE_FILES):  # the data step refers to files by name
 Downloader = Callable[[Package, Path], None]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+#: a file's SHA-256 (hex); the one implementation is :func:`alisnet_export._io.sha256_file`
+sha256_of = sha256_file
 
 
 # --------------------------------------------------------------------------------------------------

@@ -67,6 +67,15 @@ class SizeBounds:
     def to_dict(self) -> dict[str, Any]:
         return {"min_hw": list(self.min_hw), "max_hw": list(self.max_hw), "min_pixels": self.min_pixels}
 
+    def dynamic_shapes(self, names: tuple[str, str] = ("h32", "w32"), arg: str = "x") -> dict[str, dict[int, Any]]:
+        """``torch.export``'s ``dynamic_shapes`` for input ``arg``: H and W as ``32 * Dim`` within these
+        bounds (multiples of 32 only; docs/design.md section 4.3). ``names``: the two ``Dim`` names."""
+        from torch.export import Dim
+
+        h = Dim(names[0], min=self.min_hw[0] // 32, max=self.max_hw[0] // 32)
+        w = Dim(names[1], min=self.min_hw[1] // 32, max=self.max_hw[1] // 32)
+        return {arg: {2: 32 * h, 3: 32 * w}}
+
 
 @dataclass
 class ExportJob:

@@ -2,7 +2,7 @@
 
 The float model goes through ``torch.export`` with dynamic height and width (multiples of 32 within
 the size bounds), ``run_decompositions({})``, and ``coremltools.convert`` to an ML Program. Converting
-a *scripted* model fails (DESIGN.md section 4), so this path never scripts. Weights:
+a *scripted* model fails (docs/design.md section 4.6), so this path never scripts. Weights:
 
 * ``fp16`` (default): fp16 weights and activations (``precision: float16``).
 * ``int8``: ``coremltools.optimize.coreml.linear_quantize_weights``, symmetric int8 per output
@@ -42,6 +42,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import DataError, ExportError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
+from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = [
@@ -73,17 +74,8 @@ _POINTREND_OPS = ("topk", "resample", "scatter_along_axis")
 _DEBUG_FILE = "executorch_debug_handle_mapping.json"
 
 
-def required_min_pixels(config: ModelConfig) -> int:
-    """Smallest ``H * W`` the exported graph takes: PointRend's first step refines a fixed number of points.
-
-    The first subdivision step works at stride ``common_stride / 2``, so it has
-    ``H * W / (common_stride / 2)**2`` cells and needs at least ``subdivision_num_points`` of them.
-    """
-    pr = config.point_rend
-    if not pr.enabled or pr.subdivision_steps == 0:
-        return 0
-    stride = config.common_stride / 2
-    return int(np.ceil(pr.subdivision_num_points * stride * stride))
+#: PointRend's smallest input (docs/design.md section 4.3); the old name, kept for callers
+required_min_pixels = min_input_pixels
 
 
 class _ScaledInput(nn.Module):
@@ -100,12 +92,10 @@ class _ScaledInput(nn.Module):
 
 def export_dynamic(model: nn.Module, bounds: SizeBounds, example_hw: tuple[int, int]) -> torch.export.ExportedProgram:
     """``torch.export`` with H and W dynamic multiples of 32 within ``bounds``, decomposed to core ATen."""
-    h = torch.export.Dim("h32", min=bounds.min_hw[0] // 32, max=bounds.max_hw[0] // 32)
-    w = torch.export.Dim("w32", min=bounds.min_hw[1] // 32, max=bounds.max_hw[1] // 32)
     bounds.check(*example_hw, what="export example input")
     example = torch.randn(1, 3, *example_hw, generator=torch.Generator().manual_seed(0))
     try:
-        program = torch.export.export(model.eval(), (example,), dynamic_shapes={"x": {2: 32 * h, 3: 32 * w}})
+        program = torch.export.export(model.eval(), (example,), dynamic_shapes=bounds.dynamic_shapes())
     except Exception as exc:
         raise ExportError(f"torch.export could not export the model with dynamic H and W: {str(exc).splitlines()[0]}") from exc
     return program.run_decompositions({})
@@ -352,7 +342,7 @@ class CoreMLExporter(Exporter):
 
     def bounds_for(self, config: ModelConfig, requested: Optional[SizeBounds] = None) -> SizeBounds:
         bounds = requested or self.default_bounds
-        need = required_min_pixels(config)
+        need = min_input_pixels(config)
         if bounds.max_hw[0] * bounds.max_hw[1] < need:
             raise DataError(f"size bounds up to {bounds.max_hw[0]}x{bounds.max_hw[1]} are too small for {config.name}: "
                             f"PointRend refines {config.point_rend.subdivision_num_points} points, so H x W must be at "

@@ -2,25 +2,19 @@
 
 float32: ``torch.onnx.export(..., dynamo=True)`` at opset >= 18 with H and W dynamic (multiples of 32
 within the artifact's size bounds), input ``image`` and output ``logits``, the export's metadata JSON
-in the model's ``metadata_props``. PointRend's export path (``modeling/point_rend.py``) already avoids
-what breaks this exporter: point coordinates come from the flat index with ``floor`` (``remainder``
-on indices fails) and the point count is the constant ``subdivision_num_points`` guarded by
-``torch._check`` (no ``sym_min``), which is why the artifact needs ``H * W >= min_pixels``.
+in the model's ``metadata_props``.
 
-int8 (default, like ``ptl``): ONNX Runtime static quantization to QDQ, of Conv nodes (backbone, head
-and the point MLP's 1x1 convolutions) and the ReLUs after them, activations calibrated on
-``job.calibration_inputs()``. Listing ``Relu`` lets the quantizer drop each Conv's pre-ReLU QDQ pair and
-quantize its output on the ReLU's [0, max] range, as eager QNNPACK's fused ConvReLU does (Conv alone
-left Conv -> Q/DQ -> Relu -> Q/DQ: half the uint8 grid spent on negatives that the ReLU discards). The
-point geometry (topk, coordinates, grid_sample, scatter) stays float: quantizing it moved the
-refined points and dropped mask IoU to 0.90 (DESIGN.md section 4). ``quant_pre_process`` needs
-``skip_symbolic_shape=True`` (its symbolic shape inference fails on this graph). The quantization
-tools write intermediate models; all of it runs inside a private temporary folder that is removed
+int8 (default, like ``ptl``): ONNX Runtime static quantization to QDQ of the Conv nodes and the ReLUs
+after them (:data:`QUANT_OP_TYPES`), activations calibrated on ``job.calibration_inputs()``; the point
+geometry stays float. The quantization tools run inside a private temporary folder that is removed
 afterwards, so nothing is left next to the artifact or in the working directory.
 
 ``ort_format=True`` (``--ort``) additionally converts the result to the ORT format for ONNX Runtime
-Mobile / minimal builds (``onnxruntime.tools.convert_onnx_models_to_ort``); the artifact is then the
-``.ort`` file (see :class:`OrtExporter`).
+Mobile / minimal builds; the artifact is then the ``.ort`` file (see :class:`OrtExporter`).
+
+Why ReLU is listed, why the point geometry stays float, ``quant_pre_process``'s
+``skip_symbolic_shape=True``, and what PointRend's export path avoids for this exporter:
+docs/design.md sections 4.5 and 4.3.
 """
 
 from __future__ import annotations
@@ -38,6 +32,7 @@ import numpy as np
 
 from ..errors import EnvironmentProblem, ExportError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
+from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["OnnxExporter", "OrtExporter", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
@@ -56,17 +51,8 @@ ORT_MIN_VERSION_FOR_IR = {8: "1.14", 9: "1.15", 10: "1.18"}
 METADATA_KEY = "alisnet/metadata.json"
 
 
-def pointrend_min_pixels(config) -> int:
-    """Smallest ``H * W`` an exported PointRend model accepts.
-
-    Exported, PointRend refines exactly ``subdivision_num_points`` cells per step (topk with a
-    constant k); the first step's map is at stride ``common_stride / 2`` and must have that many cells.
-    """
-    pr = config.point_rend
-    if not pr.enabled:
-        return 0
-    first_stride = max(1, config.common_stride // 2)
-    return pr.subdivision_num_points * first_stride * first_stride
+#: PointRend's smallest input (docs/design.md section 4.3); the old name, kept for callers
+pointrend_min_pixels = min_input_pixels
 
 
 def example_size(bounds: SizeBounds, preferred: tuple[int, int] = (256, 192)) -> tuple[int, int]:
@@ -134,21 +120,18 @@ def _set_metadata(model, props: dict[str, str]) -> None:
 def export_float_onnx(job: ExportJob, dest: Path, *, opset: int, model: Any = None) -> None:
     """The float reference (or ``model``, the same function re-parametrised) as ONNX with dynamic H and W
     (multiples of 32 within ``job.bounds``)."""
-    import torch
-    from torch.export import Dim
-
-    bounds = job.bounds
-    h_blocks = Dim("h_blocks", min=bounds.min_hw[0] // 32, max=bounds.max_hw[0] // 32)
-    w_blocks = Dim("w_blocks", min=bounds.min_hw[1] // 32, max=bounds.max_hw[1] // 32)
     import dataclasses
 
+    import torch
+
+    bounds = job.bounds
     example = dataclasses.replace(job, example_hw=example_size(bounds, job.example_hw)).example_input()
     model = (job.reference if model is None else model).eval()
     try:
         with torch.no_grad():
             program = torch.onnx.export(
                 model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes={"x": {2: 32 * h_blocks, 3: 32 * w_blocks}},
+                output_names=[OUTPUT_NAME], dynamic_shapes=bounds.dynamic_shapes(("h_blocks", "w_blocks")),
                 optimize=True, verbose=False, report=False,
             )
     except Exception as exc:  # torch.export / onnxscript raise many types; keep the first lines
@@ -275,7 +258,7 @@ class OnnxExporter(Exporter):
 
     def bounds_for(self, config, requested: Optional[SizeBounds] = None) -> SizeBounds:
         bounds = requested or self.default_bounds
-        need = pointrend_min_pixels(config)
+        need = min_input_pixels(config)
         if bounds.min_pixels >= need:
             return bounds
         return SizeBounds(min_hw=bounds.min_hw, max_hw=bounds.max_hw, min_pixels=need)
@@ -288,7 +271,7 @@ class OnnxExporter(Exporter):
         opset = int(job.options.get("opset", DEFAULT_OPSET))
         if opset < MIN_OPSET:
             raise ExportError(f"--opset {opset}: the dynamo ONNX exporter needs opset {MIN_OPSET} or newer")
-        need = pointrend_min_pixels(job.loaded.config)
+        need = min_input_pixels(job.loaded.config)
         if job.bounds.min_pixels < need:
             raise ExportError(f"size bounds allow H*W down to {job.bounds.min_pixels}, but the exported PointRend "
                               f"needs at least {need}; use OnnxExporter.bounds_for(config)")

@@ -1,35 +1,16 @@
 """``.pte``: an ExecuTorch program with the XNNPACK delegate (dynamic height and width).
 
-float32: ``torch.export`` of the float model with H and W as multiples of 32 within the size
-bounds (``32 * Dim``), ``to_edge_transform_and_lower`` with the XNNPACK partitioner, and
-``to_executorch``. int8 (default): PT2E post-training quantization with the XNNPACK quantizer of the
-backbone + Semantic-FPN head only (``forward_coarse``, exported and quantized on its own), put back
-in front of the float PointRend (topk, grid_sample, scatter, and the point MLP, which XNNPACK runs
-in fp32), then exported and lowered the same way.
+float32: ``torch.export`` with H and W as multiples of 32 within the size bounds, lowered with the
+XNNPACK partitioner. int8 (default): PT2E post-training quantization (XNNPACK quantizer) of the
+backbone + Semantic-FPN head only (``forward_coarse``, exported and quantized on its own), put back in
+front of the float PointRend, then exported and lowered the same way. ``bundled_program=True``
+(``--bpte``) also writes ``NAME.bpte``, an ExecuTorch BundledProgram with the golden input and the
+program's own output on it, verified here with the ExecuTorch runtime before it is written.
 
-Why the coarse part is quantized alone (DESIGN.md section 4): the point head is called twice with
-shared weights; a global quantizer config, or ``set_module_name`` on backbone/head of the whole
-graph, leaves convolutions with quantized inputs and float weights, which XNNPACK refuses ("Weight
-and Input should both be quantized"). Static shapes are not used: a static-shape int8 .pte fails at
-run time.
-
-PointRend refines a fixed number of points on export paths (``torch._check(H*W >= N)``), so
-``H * W`` has a lower bound (:func:`min_pixels_for`) that :class:`SizeBounds` enforces up front.
-ExecuTorch plans activation memory for the largest allowed input: wider bounds cost memory on the
-phone (``runtime.planned_memory_bytes`` in the manifest).
-
-``bundled_program=True`` (``--bpte``) also writes ``NAME.bpte``: an ExecuTorch BundledProgram, the same
-program plus one test case (the golden input and the program's own output on it, computed here with
-the ExecuTorch runtime), for ExecuTorch's on-device ``verify_result_with_bundled_expected_output``
-(C++: ``executorch::bundled_program::verify_method_outputs``). It is loaded back and verified here
-before it is written. Expected outputs are the program's own, not the float model's: an int8
-program is meant to reproduce itself on the phone, and a float one can refine a PointRend point
-differently from the float model (see ``parity.py``). Tolerances for the phone: the manifest's
-``golden_tolerances.self_max_abs``; a different CPU may still flip a PointRend point that is tied
-to within its rounding, which this single-case check cannot tell from a real fault.
-
-QAT with PT2E (``prepare_qat_pt2e``) is not offered: the training loop trains the eager model's
-``losses()``, which an exported graph does not have.
+Why the coarse part is quantized alone, why shapes stay dynamic, PointRend's smallest input
+(:func:`alisnet_export.modeling.point_rend.min_input_pixels`), memory planning, the ``.bpte``'s
+expected outputs and tolerances, and why QAT with PT2E is not offered: docs/design.md section 4.4
+(and 4.3 for what ``torch.export`` needs from PointRend).
 """
 
 from __future__ import annotations
@@ -47,6 +28,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..errors import ExportError
 from ..modeling.alisnet import ALiSNet
+from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["PteExporter", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
@@ -67,22 +49,13 @@ def executorch_version() -> str:
         return "unknown"
 
 
-def min_pixels_for(config: ModelConfig) -> int:
-    """Smallest ``H * W`` whose first PointRend step has at least ``subdivision_num_points`` cells."""
-    pr = config.point_rend
-    if not pr.enabled:
-        return 0
-    # step 1 refines the coarse map upsampled 2x: (H / s * 2) * (W / s * 2) cells, s = common_stride
-    return pr.subdivision_num_points * config.common_stride ** 2 // 4
+#: PointRend's smallest input (docs/design.md section 4.3); the old name, kept for callers
+min_pixels_for = min_input_pixels
 
 
 def dynamic_shapes(bounds: SizeBounds) -> dict[str, dict[int, Any]]:
     """H and W as ``32 * Dim`` within ``bounds`` (multiples of 32 only)."""
-    from torch.export import Dim
-
-    h32 = Dim("h32", min=bounds.min_hw[0] // 32, max=bounds.max_hw[0] // 32)
-    w32 = Dim("w32", min=bounds.min_hw[1] // 32, max=bounds.max_hw[1] // 32)
-    return {"x": {2: 32 * h32, 3: 32 * w32}}
+    return bounds.dynamic_shapes()
 
 
 class _Coarse(nn.Module):
@@ -259,7 +232,7 @@ class PteExporter(Exporter):
 
     def bounds_for(self, config: ModelConfig, requested: Optional[SizeBounds] = None) -> SizeBounds:
         bounds = requested or self.default_bounds
-        return SizeBounds(bounds.min_hw, bounds.max_hw, max(bounds.min_pixels, min_pixels_for(config)))
+        return SizeBounds(bounds.min_hw, bounds.max_hw, max(bounds.min_pixels, min_input_pixels(config)))
 
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner

@@ -9,7 +9,7 @@ Points are ``(x, y)`` in ``[0, 1] x [0, 1]`` image-normalised coordinates; ``poi
 to ``grid_sample``'s ``[-1, 1]`` with ``align_corners=False``, so ``(0.5 / W, 0.5 / H)`` is the centre
 of the top-left cell of a W x H grid at any resolution.
 
-Export notes (see DESIGN.md section 4): on ``torch.export`` paths the number of refined points is
+Export notes (see docs/design.md section 4.3): on ``torch.export`` paths the number of refined points is
 the constant ``subdivision_num_points`` with ``torch._check(H * W >= N)`` (``min`` becomes ``sym_min``,
 which ExecuTorch rejects); cell coordinates come from the flat index in float with ``floor``
 (``remainder`` on indices breaks the dynamo ONNX exporter).
@@ -26,6 +26,7 @@ from torch.ao.quantization import DeQuantStub, QuantStub
 from torch.nn import functional as F
 
 __all__ = [
+    "min_input_pixels",
     "point_sample",
     "calculate_uncertainty",
     "num_points_to_refine",
@@ -36,6 +37,20 @@ __all__ = [
     "StandardPointHead",
     "PointRendSemSeg",
 ]
+
+
+def min_input_pixels(config) -> int:
+    """Smallest ``H * W`` of the network input that an *exported* PointRend model accepts.
+
+    Exported, every subdivision step refines exactly ``subdivision_num_points`` cells (top-k with a
+    constant k, ``torch._check(H * W >= N)``); the first step refines the coarse logits (stride
+    ``common_stride``) upsampled 2x, i.e. ``H * W / (common_stride / 2) ** 2`` cells. 0 when PointRend is
+    off or has no subdivision step. ``config``: a :class:`~alisnet_export.config.ModelConfig`.
+    """
+    pr = config.point_rend
+    if not pr.enabled or pr.subdivision_steps == 0:
+        return 0
+    return pr.subdivision_num_points * config.common_stride ** 2 // 4  # common_stride is 2, 4 or 8: exact
 
 
 def point_sample(input: Tensor, point_coords: Tensor, mode: str = "bilinear") -> Tensor:

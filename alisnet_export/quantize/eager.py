@@ -4,7 +4,7 @@ Where int8 runs (the paper's deployment): backbone, Semantic-FPN head and the po
 (Conv1d-ReLU fused). Where float stays: PointRend's geometry between ``dequant_*`` and the point
 head's ``quant_*`` stubs (upsampling of logits, top-k uncertainty, grid_sample, scatter):
 quantized tensors have no ``abs``/``topk`` semantics worth trusting and ``scatter`` needs equal
-dtypes (DESIGN.md section 4).
+dtypes (docs/design.md section 4.2).
 
 Two ways in:
 * PTQ: :func:`prepare` (observers), :func:`calibrate` on sample images, :func:`convert`.
