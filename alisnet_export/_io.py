@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable, Optional
 
 from .errors import OutputError
 
-__all__ = ["sha256_file", "current_umask", "refuse_existing", "ensure_folder", "check_writable", "atomic_write"]
+__all__ = ["sha256_file", "current_umask", "refuse_existing", "ensure_folder", "check_writable", "atomic_write",
+           "replace_between_markers"]
 
 
 def sha256_file(path: Path) -> str:
@@ -83,3 +84,17 @@ def atomic_write(path: Path, write: Any, *, force: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_between_markers(path: Path, begin: str, end: str, block: str) -> bool:
+    """Replace what lies between the lines ``begin`` and ``end`` of a text file (e.g. a README table a
+    command generates) with ``block``, atomically. Returns False, changing nothing, when a marker is missing."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{block.strip()}\n{end}{tail}"
+    atomic_write(path, lambda p: p.write_text(new, encoding="utf-8"), force=True)
+    return True

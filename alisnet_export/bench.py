@@ -600,16 +600,11 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
 
 def update_readme(readme: Path, results_dir: Path) -> bool:
     """Replace the text between :data:`README_BEGIN` and :data:`README_END` with the latest tables."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        return False
+    from ._io import replace_between_markers
+
     md = (Path(results_dir) / "bench.md").read_text()
     rel = os.path.relpath(Path(results_dir) / "bench.png", readme.parent)
-    block = f"{README_BEGIN}\n{md}\n![latency vs size]({rel})\n{README_END}"
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(head + block + tail)
-    return True
+    return replace_between_markers(readme, README_BEGIN, README_END, f"{md}\n![latency vs size]({rel})")
 
 
 if __name__ == "__main__":  # the worker: python -m alisnet_export.bench '{"kind": ...}'

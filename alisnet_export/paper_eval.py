@@ -91,8 +91,10 @@ def _checkpoint_target(path: Path, config: Optional[str]) -> EvalTarget:
                         "Export it first (alisnet-export ptl CKPT) and evaluate the .ptl.")
     cfg = loaded.config
     runner = TorchModelRunner(loaded.build_model())
+    params = sum(p.numel() for p in runner.model.parameters())
     return EvalTarget(path.name, path, "checkpoint", "torch", "float32", tuple(cfg.input.mean), tuple(cfg.input.std),
-                      run=runner, info={"variant": cfg.name, "sha256": loaded.sha256, "crop_margin": cfg.input.crop_margin})
+                      run=runner, info={"variant": cfg.name, "sha256": loaded.sha256, "crop_margin": cfg.input.crop_margin,
+                                        "size_bytes": 4 * params, "size_of": "float32 weights"})
 
 
 def _artifact_targets(path: Path, config: Optional[str]) -> list[EvalTarget]:
@@ -112,8 +114,10 @@ def _artifact_targets(path: Path, config: Optional[str]) -> list[EvalTarget]:
         else:
             mean, std, constraints = tuple(default_input.mean), tuple(default_input.std), None
             info = {"preprocessing": f"config {config}" if config else "default ImageNet mean/std (no manifest beside it)"}
+        size = (sum(f.stat().st_size for f in t.path.rglob("*") if f.is_file()) if t.path.is_dir()
+                else t.path.stat().st_size)
         target = EvalTarget(t.path.name, t.path, "artifact", t.format, t.precision, mean, std,
-                            size_constraints=constraints, info=info)
+                            size_constraints=constraints, info={**info, "size_bytes": size, "size_of": "file"})
         try:
             target.run = runner_for(t.format)(t.path)
         except EnvironmentProblem as exc:
@@ -184,7 +188,19 @@ def open_dataset(*, data: Optional[Path] = None, coco: Optional[Path] = None, im
     if (data is None) == (coco is None):
         raise DataError("give either --data DIR (images/ + masks/) or --coco FILE.json --images DIR, not both or neither")
     given = read_boxes(boxes) if boxes is not None else {}
-    if data is not None:
+    if data is not None and str(data).startswith("testbed:"):
+        from .samples import resolve_image_set
+
+        chosen = resolve_image_set([str(data)], default=str(data)).paths  # renders the split on first use
+        root = chosen[0].parent.parent
+        folder = SegmentationFolder(root / "images", root / "masks")
+        keep = {p.name for p in chosen}
+        folder.pairs = [pair for pair in folder.pairs if pair[0].name in keep]
+        names = [image.stem for image, _ in folder.pairs]
+        files = [image.name for image, _ in folder.pairs]
+        dataset, description = folder, (f"{data}: {len(folder.pairs)} synthetic people at 1024x768 with exact masks "
+                                        "(alisnet_export.data.testbed; never trained or calibrated on)")
+    elif data is not None:
         data = Path(data)
         if not (data / "images").is_dir() and (data / "heldout" / "images").is_dir():
             data = data / "heldout"  # the demo-data root: score its held-out set
@@ -267,7 +283,9 @@ class EvalResult:
         rows = []
         for s in self.scores:
             t, m = s.target, s.metrics
-            row = {"target": t.label, "format": t.format, "precision": t.precision}
+            size = t.info.get("size_bytes")
+            row = {"target": t.label, "format": t.format, "precision": t.precision,
+                   "size": "" if size is None else f"{size / 1e6:.2f}"}
             if t.skipped or m is None:
                 row.update(images="0", fg="skipped: " + (t.skipped or "no images"), miou="", person_bg="", acc="")
             else:
@@ -284,12 +302,13 @@ class EvalResult:
         lines += [f"- **protocol**: crop to the person box + {self.margin:.0%} margin, resize to {self.height} px "
                   "height (width a multiple of 32), logits upsampled to the crop, IoU at the crop's resolution "
                   "(ALiSNet Eq. 1); crowd pixels ignored", "",
-                  "| target | format | precision | images | person IoU per image, mean ± std (%) | mIoU (%) "
+                  "| target | format | precision | size (MB) | images | person IoU per image, mean ± std (%) | mIoU (%) "
                   "| IoU person / background (%) | pixel accuracy (%) |",
-                  "|---|---|---|---:|---:|---:|---:|---:|"]
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in self.table_rows():
-            lines.append(f"| {r['target']} | {r['format']} | {r['precision']} | {r['images']} | {r['fg']} | {r['miou']} "
-                         f"| {r['person_bg']} | {r['acc']} |")
+            lines.append(f"| {r['target']} | {r['format']} | {r['precision']} | {r['size']} | {r['images']} | {r['fg']} "
+                         f"| {r['miou']} | {r['person_bg']} | {r['acc']} |")
+        lines += ["", "Size: the artifact file; for a float checkpoint, its weights at float32 (4 bytes a parameter)."]
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:

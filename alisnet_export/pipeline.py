@@ -25,7 +25,8 @@ from .errors import EnvironmentProblem
 from .exporters.base import ArtifactInfo, Exporter, ExportJob
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
-from .parity import ParityReport, Thresholds, default_thresholds, run_parity
+from .parity import GateResult, ParityReport, Thresholds, default_thresholds, run_parity
+from .quantize.qat import export_fidelity
 from .preprocess import logits_to_mask, normalize, resize_rgb, target_size
 from .runtimes.base import runner_for
 from .runtimes.torch_runners import TorchModelRunner
@@ -167,6 +168,11 @@ def produce_artifact(
             atomic_write(paths[suffix], write, force=True)
         for suffix in [s for s in exporter.sidecar_suffixes if s not in info.sidecars and s not in binary]:
             paths.pop(suffix)  # declared but not produced (the artifact could not run here)
+        fidelity = None
+        if report is not None and job.qat_model is not None:  # the artifact vs the QAT model it came from
+            fidelity = export_fidelity(job.qat_model, runner, reference.inputs)
+            report.gates.append(GateResult("export_fidelity_min_mean_iou", "mean (vs the QAT model's fake-quantized "
+                                           "forward)", fidelity["mean_iou"], fidelity["min_mean_iou"], fidelity["passed"]))
         if report is not None:
             report_text = json.dumps({**report.to_dict(), "runtime": runner.describe()}, indent=2) + "\n"
             atomic_write(paths["parity"], lambda p: p.write_text(report_text, encoding="utf-8"), force=True)
@@ -188,6 +194,8 @@ def produce_artifact(
     }
     if info.metadata:
         entry["metadata"] = info.metadata
+    if fidelity is not None:
+        entry["quantization"] = {**entry["quantization"], "export_fidelity": fidelity}
     if report is not None and "parity_images" in job.options:
         entry["parity"]["images"] = job.options["parity_images"]
     if report is None:

@@ -143,7 +143,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
     from ..evaluation import evaluate_miou
     from ..quantize import eager
     from ..quantize.equalize import equalize_for_quantization
-    from ..quantize.qat import DistillationLoss, agreement, save_qat_checkpoint, seed_activation_ranges
+    from ..quantize.qat import DistillationLoss, agreement, as_runner, save_qat_checkpoint, seed_activation_ranges
     from ..samples import calibration_inputs, image_sets_for, parity_inputs
     from ..training import TrainOptions, load_training_state, train
 
@@ -169,8 +169,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
     transform = TrainTransform(crop, loaded.config.input.mean, loaded.config.input.std, scale_range=(factor, factor))
     check_set, calibration_set = image_sets_for(loaded.sha256, opts["check_images"], opts["calibration_images"],
                                                 calibrate=True, warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
-    check_inputs = [(n, torch.from_numpy(x)) for n, x in parity_inputs(list(check_set.paths), loaded.config, height=height,
-                                                                        person_crops=False)]
+    check_inputs = list(parity_inputs(list(check_set.paths), loaded.config, height=height, person_crops=False))
     calibration = calibration_inputs(list(calibration_set.paths), loaded.config, height=height)
     # even out activation ranges before the fake quantizers are placed (the float function is unchanged)
     start, equalization = equalize_for_quantization(reference, calibration, enabled=not opts["no_equalize"],
@@ -185,8 +184,9 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
                       f"({calibration_set.source})")
         ptq = eager.convert(observed)
         del observed
-    agreement_start = agreement(reference, prepared, check_inputs)
-    ptq_agreement = agreement(reference, ptq, check_inputs) if calibrated_start else None
+    float_runner = as_runner(reference)
+    agreement_start = agreement(float_runner, as_runner(prepared), check_inputs)
+    ptq_agreement = agreement(float_runner, as_runner(ptq), check_inputs) if calibrated_start else None
     reporter.line(f"before QAT, fake-quantized vs float on {check_set.source}: {_agreement_text(agreement_start)}"
                   + (f"; PTQ int8: {_agreement_text(ptq_agreement)}" if ptq_agreement else ""))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
@@ -222,7 +222,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
     if source.held_out is not None:
         metrics = evaluate_miou(prepared, source.held_out, progress=not opts["no_progress"])
         reporter.line(f"held-out (fake-quantized model): {metrics.summary()}")
-    agreement_end = agreement(reference, prepared, check_inputs)
+    agreement_end = agreement(float_runner, as_runner(prepared), check_inputs)
     reporter.line(f"after QAT, fake-quantized vs float on {check_set.source}: {_agreement_text(agreement_end)}"
                   + (" (better than the start)" if agreement_end["mean_iou"] > agreement_start["mean_iou"]
                      else " (NOT better than the start: try a lower --lr or more data)"),

@@ -11,7 +11,9 @@ Layout (a native checkpoint, readable with ``torch.load(weights_only=True)``)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -22,7 +24,8 @@ from ..errors import CheckpointError
 from ..modeling import build_model
 from . import eager
 
-__all__ = ["save_qat_checkpoint", "load_qat_model", "seed_activation_ranges", "DistillationLoss", "agreement"]
+__all__ = ["save_qat_checkpoint", "load_qat_model", "seed_activation_ranges", "DistillationLoss", "agreement",
+           "as_runner", "export_fidelity", "EXPORT_FIDELITY_MIN_IOU"]
 
 
 def save_qat_checkpoint(path: Path, prepared: nn.Module, config: ModelConfig, *, reference: Mapping[str, torch.Tensor],
@@ -138,18 +141,44 @@ class DistillationLoss(nn.Module):
         return losses
 
 
-@torch.no_grad()
-def agreement(reference: nn.Module, candidate: nn.Module, inputs: list[tuple[str, torch.Tensor]]) -> dict[str, float]:
-    """How closely ``candidate``'s masks follow ``reference``'s on ``inputs`` ((name, (1, 3, H, W)) pairs):
-    mean and min mask IoU, mean contour distance in px (the parity gate's measures)."""
+#: the int8 artifact must draw what the QAT model's own fake-quantized forward draws (mean mask IoU)
+EXPORT_FIDELITY_MIN_IOU = 0.999
+
+
+def agreement(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
+              inputs: Sequence[tuple[str, np.ndarray]]) -> dict[str, float]:
+    """How closely ``candidate``'s masks follow ``reference``'s on ``inputs`` ((name, (1, 3, H, W) float32)
+    pairs); both map an input to (1, K, H, W) logits (a runner, or :func:`as_runner` of a module): mean and
+    min mask IoU, mean contour distance in px (the parity gate's measures)."""
     from ..parity import compare_logits
 
-    reference.eval()
-    candidate.eval()
-    metrics = [compare_logits(name, reference(x).numpy(), candidate(x).numpy()) for name, x in inputs]
+    metrics = [compare_logits(name, reference(x), candidate(x)) for name, x in inputs]
     if not metrics:
         raise ValueError("agreement needs at least one input")
     return {"images": len(metrics),
             "mean_iou": float(sum(m.mask_iou for m in metrics) / len(metrics)),
             "min_iou": float(min(m.mask_iou for m in metrics)),
             "mean_boundary_px": float(sum(m.boundary_mean_px for m in metrics) / len(metrics))}
+
+
+def as_runner(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` in eval mode as a numpy -> numpy logits function (leaves it in the mode it was in)."""
+
+    @torch.no_grad()
+    def run(x: np.ndarray) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        try:
+            return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+        finally:
+            model.train(was_training)
+
+    return run
+
+
+def export_fidelity(qat_model: nn.Module, artifact: Callable[[np.ndarray], np.ndarray],
+                    inputs: Sequence[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """The int8 artifact against the QAT model it was converted from (fake-quantized forward): conversion
+    and export must not change the mask (:data:`EXPORT_FIDELITY_MIN_IOU`)."""
+    result = agreement(as_runner(qat_model), artifact, inputs)
+    return {**result, "min_mean_iou": EXPORT_FIDELITY_MIN_IOU, "passed": result["mean_iou"] >= EXPORT_FIDELITY_MIN_IOU}
