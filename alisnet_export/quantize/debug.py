@@ -104,6 +104,8 @@ class LayerError:
         d = asdict(self)
         d["sqnr_db"] = _finite(self.sqnr_db)
         d["local_sqnr_db"] = _finite(self.local_sqnr_db)
+        d["rel_l2"] = _finite(self.rel_l2)
+        d["local_rel_l2"] = _finite(self.local_rel_l2)
         return d
 
 

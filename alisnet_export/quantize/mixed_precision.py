@@ -43,6 +43,8 @@ __all__ = [
     "SearchStep",
     "search_keep_float",
     "default_max_size",
+    "auto_keep_float",
+    "keep_float_for_export",
 ]
 
 _QUANT_LINEAR = (torch.ao.nn.quantized.Linear,)
@@ -240,3 +242,104 @@ def search_keep_float(
             return result
     result.stop_reason = "every measured candidate is float and the gate still fails"
     return result
+
+
+def auto_keep_float(
+    twin: nn.Module,
+    converted: nn.Module,
+    float_source: Any,
+    reference_logits: Sequence[tuple[str, Any]],
+    inputs: Sequence[Tensor],
+    *,
+    thresholds: Any,
+    variant: str,
+    max_size: Optional[int] = None,
+    candidates: int = 8,
+    log: Callable[[str], None] = lambda m: None,
+) -> tuple[nn.Module, SearchResult, dict[str, Any]]:
+    """``--keep-float auto`` end to end: rank the ``candidates`` layers of lowest isolated SQNR by the IoU
+    each recovers alone in float (:func:`..debug.attribute_layers`), then :func:`search_keep_float` on
+    ``inputs`` against the float logits ``reference_logits`` with the int8 ``thresholds``.
+
+    Returns the chosen model, the search, and the record for the manifest (layers, why, every step).
+    """
+    from . import debug
+
+    reports: dict[tuple[str, ...], Any] = {}
+    sizes: dict[tuple[str, ...], int] = {}
+
+    def model_for(layers: Sequence[str]) -> nn.Module:
+        return keep_layers_float(converted, float_source, layers) if layers else converted
+
+    def evaluate(layers: list[str]):
+        key = tuple(layers)
+        if key not in reports:
+            reports[key] = debug.evaluate_model(model_for(layers), reference_logits, inputs, name="+".join(layers) or "int8",
+                                                thresholds=thresholds)
+        return reports[key]
+
+    def size_of(layers: list[str]) -> int:
+        key = tuple(layers)
+        if key not in sizes:
+            sizes[key] = lite_size_bytes(model_for(layers))
+        return sizes[key]
+
+    int8_size = size_of([])
+    budget = max_size if max_size is not None else default_max_size(variant, int8_size)
+    baseline = evaluate([])
+    ranked: list[tuple[str, float]] = []
+    attributions = []
+    if not baseline.passed:
+        log(f"measuring the {candidates} layers of lowest isolated SQNR, one at a time in float")
+        errors = debug.layer_errors(twin, converted, inputs)
+        worst = debug.worst_layers(errors, candidates)
+        attributions = debug.attribute_layers(twin, converted, float_source, worst, reference_logits, inputs,
+                                              baseline=baseline, reverse=False, progress=lambda n: log(f"  {n}"))
+        ranked = sorted(((a.name, a.iou_recovered) for a in attributions), key=lambda t: -t[1])
+    result = search_keep_float(evaluate, size_of, ranked, max_size=budget, log=log)
+    final = result.final
+    benefit = dict(ranked)
+    record = {
+        "mode": "auto",
+        "layers": final.float_layers,
+        "max_size_bytes": budget,
+        "int8_size_bytes": int8_size,
+        "why": {name: f"kept float by --keep-float auto: alone in float it recovered {benefit[name]:+.4f} mean IoU "
+                      f"vs float on the parity images" for name in final.float_layers},
+        "stop_reason": result.stop_reason,
+        "steps": [s.to_dict() for s in result.steps],
+        "candidates": [a.to_dict() for a in attributions],
+    }
+    return model_for(final.float_layers), result, record
+
+
+def keep_float_for_export(job: Any, source: nn.Module, converted: nn.Module) -> tuple[nn.Module, Optional[dict[str, Any]]]:
+    """The .ptl exporter's ``keep_float`` option (``{"layers": [...]}`` or ``{"auto": True, ...}``) applied to
+    its converted int8 model; returns the model to script and the manifest's ``keep_float`` record (None: off)."""
+    spec = job.options.get("keep_float")
+    if not spec:
+        return converted, None
+    float_source = job.qat_model if job.qat_model is not None else float_twin(source)
+    if not spec.get("auto"):
+        layers = list(spec["layers"])
+        known = set(weighted_layers(converted))
+        unknown = [n for n in layers if n not in known]
+        if unknown:
+            from ..errors import DataError
+
+            raise DataError(f"--keep-float: not a quantized conv/linear layer of this model: {', '.join(unknown)} "
+                            f"(`alisnet-export quant-report` lists them; e.g. {', '.join(sorted(known)[:3])})")
+        job.log(f"keeping {len(layers)} layer(s) float (--keep-float): {', '.join(layers)}")
+        return keep_layers_float(converted, float_source, layers), {
+            "mode": "manual", "layers": layers, "why": {n: "asked for with --keep-float" for n in layers}}
+    import torch as _torch
+
+    inputs = [_torch.from_numpy(x) for _, x in spec["inputs"]]
+    with _torch.no_grad():
+        reference_logits = [(name, job.reference(x).numpy()) for (name, _), x in zip(spec["inputs"], inputs)]
+    twin = float_twin(source) if job.qat_model is None else float_source
+    model, _, record = auto_keep_float(twin, converted, float_source, reference_logits, inputs,
+                                       thresholds=spec["thresholds"], variant=job.loaded.config.name,
+                                       max_size=spec.get("max_size"), candidates=spec.get("candidates", 8), log=job.log)
+    job.log(f"--keep-float auto: {record['stop_reason']}")
+    return model, record
