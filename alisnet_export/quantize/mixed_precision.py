@@ -174,6 +174,7 @@ class SearchStep:
     passed: bool
     benefit_iou: Optional[float] = None  # the added layer's own measured benefit (IoU recovered alone)
     note: str = ""
+    accepted: bool = True  # False: with the layers before it, this layer lowered the mean IoU, so it was dropped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,7 +187,8 @@ class SearchResult:
 
     @property
     def final(self) -> SearchStep:
-        return self.steps[-1]
+        """The last accepted step: the layers the search keeps float."""
+        return [s for s in self.steps if s.accepted][-1]
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": [s.to_dict() for s in self.steps], "stop_reason": self.stop_reason}
@@ -205,7 +207,8 @@ def search_keep_float(
     ``evaluate(float_layers)`` -> a :class:`~..parity.ParityReport` of the model with those layers in
     float; ``size_of(float_layers)`` -> its .ptl size in bytes; ``ranked``: ``(layer, benefit)`` in
     order of measured benefit (IoU recovered when that layer alone is float), best first. Adds layers
-    until the gate passes, the next layer would exceed ``max_size``, or no remaining layer helps.
+    until the gate passes, the next layer would exceed ``max_size``, or no remaining layer helps. A layer
+    that lowers the mean IoU together with the ones already float is dropped again (recorded, not kept).
     """
     result = SearchResult()
 
@@ -235,12 +238,18 @@ def search_keep_float(
             result.stop_reason = (f"keeping {name} float too would make the .ptl {size / 1e6:.2f} MB, over the "
                                   f"{max_size / 1e6:.2f} MB budget (--max-size); the gate still fails")
             return result
-        layers = layers + [name]
-        step = record(name, layers, benefit, size)
+        best = result.final
+        step = record(name, layers + [name], benefit, size)
         if step.passed:
-            result.stop_reason = f"the parity gate passes with {len(layers)} layer(s) in float"
+            result.stop_reason = f"the parity gate passes with {len(layers) + 1} layer(s) in float"
             return result
-    result.stop_reason = "every measured candidate is float and the gate still fails"
+        if step.mean_iou <= best.mean_iou:
+            step.accepted = False
+            step.note = f"dropped: mean IoU {step.mean_iou:.4f} <= {best.mean_iou:.4f} without it"
+            log(f"  {step.note}")
+            continue
+        layers = layers + [name]
+    result.stop_reason = "every measured candidate was tried and the gate still fails"
     return result
 
 
