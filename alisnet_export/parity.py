@@ -17,6 +17,10 @@ The same preprocessed input goes to the float model and to the artifact's runner
   input pixels (the product's currency: 2 px at 2k height is ~10 mm of chest circumference)
 * ``width_drift_px``: silhouette width difference at several body heights (a proxy for the
   body-measurement error the masks feed)
+* ``float_uncertain_fraction``: the fraction of the *float* person mask whose logit margin
+  |fg - bg| is below :data:`UNCERTAIN_MARGIN` (1.0). Not a gate: it says how unsure the float model
+  itself is. Where it is large, any few-percent logit error (int8) flips those pixels, so no int8
+  model can match the float mask there (:func:`uncertain_fraction`)
 
 Gates are per format/precision (:data:`DEFAULT_THRESHOLDS`): float exports near-exact, int8 exports
 by mask agreement and boundary pixels. A report passes only when every gate passes.
@@ -45,7 +49,39 @@ __all__ = [
     "contour",
     "width_profile",
     "run_parity",
+    "UNCERTAIN_MARGIN",
+    "uncertain_fraction",
+    "uncertainty_note",
 ]
+
+#: a float logit margin |fg - bg| below this is "unsure": int8's typical logit error is of this order
+UNCERTAIN_MARGIN = 1.0
+#: above this fraction of the float mask unsure, reports say plainly that int8 cannot match the float mask
+UNCERTAIN_WARN_FRACTION = 0.3
+
+
+def uncertain_fraction(logits: np.ndarray, margin: float = UNCERTAIN_MARGIN) -> tuple[float, np.ndarray]:
+    """``(fraction, where)`` for float (1, K, H, W) logits: the fraction of the person mask (fg > bg) whose
+    margin |fg - bg| is below ``margin``, and the (H, W) bool map of unsure pixels (inside or outside the mask)."""
+    fg, bg = logits[0, 1].astype(np.float64), logits[0, 0].astype(np.float64)
+    where = np.abs(fg - bg) < margin
+    mask = fg > bg
+    area = int(mask.sum())
+    return (float((where & mask).sum() / area) if area else 0.0), where
+
+
+def uncertainty_note(fractions: dict[str, float], margin: float = UNCERTAIN_MARGIN) -> str:
+    """A plain sentence about the float model's own uncertainty on these images (empty when it is small)."""
+    if not fractions:
+        return ""
+    worst = max(fractions, key=fractions.get)
+    value = fractions[worst]
+    if value < UNCERTAIN_WARN_FRACTION:
+        return ""
+    return (f"The float model itself is unsure here: {value:.0%} of its person mask on {worst} has a logit margin "
+            f"|fg - bg| < {margin:g}. int8 moves logits by a few percent, so no int8 model can match the float mask "
+            "there. Calibrate and check on images of the model's own domain, or improve the float model on images "
+            "like these; do not read this IoU as a quantization defect.")
 
 #: fractions of the person's height (from the top of the float mask's box) where widths are compared
 BODY_HEIGHTS = (0.2, 0.35, 0.5, 0.65, 0.8)
@@ -98,6 +134,8 @@ class ImageMetrics:
     tie_zone_pixels: Optional[int] = None
     flip_pixels: Optional[int] = None
     max_abs_logit_outside_ties: Optional[float] = None
+    #: fraction of the float person mask with |fg - bg| < UNCERTAIN_MARGIN (the float model's own doubt)
+    float_uncertain_fraction: Optional[float] = None
 
     @property
     def max_width_drift_px(self) -> int:
@@ -149,6 +187,7 @@ def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray,
         tie_zone_pixels=None if tie_zone is None else int(tie_zone.sum()),
         flip_pixels=flips,
         max_abs_logit_outside_ties=outside,
+        float_uncertain_fraction=uncertain_fraction(reference)[0],
     )
 
 
@@ -255,6 +294,8 @@ class ParityReport:
             out["max_abs_logit_outside_ties"] = max(m.max_abs_logit_outside_ties for m in ims)
             out["max_flip_fraction"] = max(m.flip_pixels / (m.height * m.width) for m in ims)
             out["max_tie_zone_fraction"] = max(m.tie_zone_pixels / (m.height * m.width) for m in ims)
+        if all(m.float_uncertain_fraction is not None for m in ims):
+            out["max_float_uncertain_fraction"] = max(m.float_uncertain_fraction for m in ims)
         return out
 
     def evaluate(self) -> "ParityReport":

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ._io import atomic_write
-from .parity import ImageMetrics, ParityReport
+from .parity import UNCERTAIN_MARGIN, ImageMetrics, ParityReport, uncertainty_note
 from .visualize import disagreement_overlay, mask_overlay, save_png
 
 __all__ = ["junit_xml", "write_junit", "denormalize", "write_overlays", "markdown_report", "html_report", "write_reports"]
@@ -100,7 +100,18 @@ def _summary_rows(report: ParityReport) -> list[tuple[str, str]]:
             f"{s['max_flip_fraction']:.4%} of an image's pixels (zone ≤ {s['max_tie_zone_fraction']:.4%})")]
           if "max_abs_logit_outside_ties" in s else []),
         ("width drift", f"≤ {s['max_width_drift_px']} px at body heights 20/35/50/65/80%"),
+        *([("float model unsure", f"up to {s['max_float_uncertain_fraction']:.1%} of the float person mask has "
+            f"|fg - bg| < {UNCERTAIN_MARGIN:g}")] if "max_float_uncertain_fraction" in s else []),
     ]
+
+
+def _uncertainty_note(report: ParityReport) -> str:
+    return uncertainty_note({m.name: m.float_uncertain_fraction for m in report.images
+                             if m.float_uncertain_fraction is not None})
+
+
+def _unsure_cell(m: ImageMetrics) -> str:
+    return "—" if m.float_uncertain_fraction is None else f"{m.float_uncertain_fraction:.1%}"
 
 
 def _logit_cell(m: ImageMetrics) -> str:
@@ -122,12 +133,15 @@ def markdown_report(reports: Sequence[ParityReport], overlays: Mapping[str, list
         lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _summary_rows(report)] + [""]
         if report.failures:
             lines += ["Failed gates:", ""] + [f"- `{g.describe()}`" for g in report.failures] + [""]
-        lines += ["| image | size | IoU | agreement | boundary mean / p95 px | max \\|Δlogit\\| | width drift px |",
-                  "|---|---|---:|---:|---:|---:|---|"]
+        if _uncertainty_note(report):
+            lines += [f"> **{_uncertainty_note(report)}**", ""]
+        lines += ["| image | size | IoU | agreement | boundary mean / p95 px | max \\|Δlogit\\| | width drift px "
+                  "| float unsure |",
+                  "|---|---|---:|---:|---:|---:|---|---:|"]
         for m in report.images:
             lines.append(f"| {m.name} | {m.height}x{m.width} | {m.mask_iou:.4f} | {m.pixel_agreement:.4f} | "
                          f"{m.boundary_mean_px:.2f} / {m.boundary_p95_px:.2f} | {_logit_cell(m)} | "
-                         f"{', '.join(map(str, m.width_drift_px))} |")
+                         f"{', '.join(map(str, m.width_drift_px))} | {_unsure_cell(m)} |")
         lines.append("")
         for item in overlays.get(report.artifact, []):
             files = item["files"]
@@ -161,12 +175,15 @@ def html_report(reports: Sequence[ParityReport], overlays: Mapping[str, list[dic
             parts.append("<p class='fail'>Failed gates:</p><ul>")
             parts += [f"<li class='fail'>{e(g.describe())}</li>" for g in report.failures]
             parts.append("</ul>")
+        if _uncertainty_note(report):
+            parts.append(f"<p class='fail'>{e(_uncertainty_note(report))}</p>")
         parts.append("<table><tr><th>image</th><th>size</th><th>IoU</th><th>agreement</th><th>boundary mean / p95 px</th>"
-                     "<th>max |Δlogit|</th><th>width drift px</th></tr>")
+                     "<th>max |Δlogit|</th><th>width drift px</th><th>float unsure</th></tr>")
         for m in report.images:
             parts.append(f"<tr><td>{e(m.name)}</td><td>{m.height}x{m.width}</td><td>{m.mask_iou:.4f}</td>"
                          f"<td>{m.pixel_agreement:.4f}</td><td>{m.boundary_mean_px:.2f} / {m.boundary_p95_px:.2f}</td>"
-                         f"<td>{e(_logit_cell(m))}</td><td>{e(', '.join(map(str, m.width_drift_px)))}</td></tr>")
+                         f"<td>{e(_logit_cell(m))}</td><td>{e(', '.join(map(str, m.width_drift_px)))}</td>"
+                         f"<td>{_unsure_cell(m)}</td></tr>")
         parts.append("</table>")
         for item in overlays.get(report.artifact, []):
             f = item["files"]

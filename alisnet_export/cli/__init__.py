@@ -46,7 +46,7 @@ def cli() -> None:
 
 
 #: one module per command group, in the order ``--help`` lists them; each exposes ``COMMANDS``
-_COMMAND_MODULES = ("inspect_cmd", "predict_cmd", "export_cmd", "onnx_cmd", "bundle_cmd", "qat_cmd", "parity_cmd", "eval_cmd",
+_COMMAND_MODULES = ("inspect_cmd", "predict_cmd", "export_cmd", "onnx_cmd", "bundle_cmd", "qat_cmd", "parity_cmd", "quant_report_cmd", "eval_cmd",
                     "train_cmd", "demo_data_cmd", "bench_cmd")
 
 

@@ -147,6 +147,10 @@ def run_export(
         "provenance": provenance_section(),
     }
     job_options = {"metadata": metadata, "parity_images": parity_set.to_dict(), **options}
+    if (job_options.get("keep_float") or {}).get("auto"):
+        # --keep-float auto searches on the calibration images, never on the parity images that then judge it
+        job_options["keep_float"] = {**job_options["keep_float"], "inputs": [(f"calibration-{i}", x.numpy()) for i, x in enumerate(calibration())],
+                                     "thresholds": _thresholds(precision, thresholds)}
     if loaded.is_qat:  # the QAT checkpoint fixed how it is quantized
         job_options["qat_info"] = {k: v for k, v in loaded.qat.items() if k != "options"}
         job_options["eager_quant"] = dict(loaded.qat.get("options", {}))
@@ -184,6 +188,7 @@ def run_export(
         "export_seconds": record.export_seconds,
         "parity_seconds": record.parity_seconds,
         "files": {k: str(v) for k, v in record.files.items()},
+        **({"keep_float": record.entry["quantization"]["keep_float"]} if "keep_float" in record.entry["quantization"] else {}),
     })
     return 0 if outcome.passed else 1
 
@@ -290,6 +295,16 @@ def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
               help="Lite bytecode version; 7 backports for app runtimes older than PyTorch 1.11.")
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
 @click.option("--float-point-head", is_flag=True, help="int8: keep PointRend's point MLP in float.")
+@click.option("--keep-float", "keep_float", metavar="LAYER,...|auto",
+              help="int8: run these quantized conv/linear layers in float (dequantize -> float layer -> quantize; the "
+                   "rest stays int8). `auto`: add layers, most helpful first, until the parity gate passes or "
+                   "--max-size would be exceeded; each step and the reason are recorded in the manifest. Layer names: "
+                   "`alisnet-export quant-report`.")
+@click.option("--max-size", "max_size_mb", type=float, default=None,
+              help="--keep-float auto: the .ptl size budget in MB. Default: 4.0 for alisnet_mnasnet (the paper's), "
+                   "else the all-int8 size + 1.5.")
+@click.option("--auto-candidates", type=click.IntRange(1, 200), default=8, show_default=True,
+              help="--keep-float auto: how many layers (lowest isolated SQNR first) to measure as candidates.")
 @click.option("--fold-bn", is_flag=True,
               help="--float: fold BatchNorm into the convs (faster). Changes float rounding, so PointRend may "
                    "refine a few different points and the 1e-4 logit gate can fail; unfolded (default) the "
@@ -298,6 +313,7 @@ def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 @export_options
 @pass_reporter
 def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_tensor: bool, float_point_head: bool,
+                keep_float: Optional[str], max_size_mb: Optional[float], auto_candidates: int,
                 fold_bn: bool, no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to a PyTorch-lite .ptl (int8 QNNPACK by default) and gate it on parity.
 
@@ -317,6 +333,19 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
         "fold_batchnorm": fold_bn,
         "equalize": not no_equalize,
     }
+    if keep_float:
+        if float_:
+            raise click.UsageError("--keep-float applies to int8 (with --float every layer is float)")
+        layers = [n.strip() for n in keep_float.split(",") if n.strip()]
+        if layers == ["auto"]:
+            options["keep_float"] = {"auto": True, "candidates": auto_candidates,
+                                     "max_size": None if max_size_mb is None else int(max_size_mb * 1e6)}
+        elif "auto" in layers or not layers:
+            raise click.UsageError("--keep-float takes `auto` or a comma-separated list of layer names")
+        else:
+            options["keep_float"] = {"layers": layers}
+    elif max_size_mb is not None:
+        raise click.UsageError("--max-size applies to --keep-float auto")
     return run_export(PtlExporter(), reporter=reporter, precision="float32" if float_ else "int8", options=options,
                       **_common_kwargs(kwargs))
 

@@ -131,5 +131,11 @@ def _print_result(reporter: Reporter, result) -> None:
                   fg=None if result.passed else "red")
     for failure in result.report.failures[:8]:
         reporter.line(f"    {failure.describe()}", fg="red")
+    from ..parity import uncertainty_note
+
+    note = uncertainty_note({m.name: m.float_uncertain_fraction for m in result.report.images
+                             if m.float_uncertain_fraction is not None})
+    if note:
+        reporter.line(f"  note: {note}", fg="yellow")
 
 COMMANDS = [parity_command]

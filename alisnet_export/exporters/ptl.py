@@ -29,7 +29,7 @@ import torch.jit.mobile
 from torch import nn
 
 from ..errors import ExportError
-from ..quantize import eager
+from ..quantize import eager, mixed_precision
 from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
 
 __all__ = ["PtlExporter", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
@@ -100,6 +100,10 @@ class PtlExporter(Exporter):
                 model = eager.convert(prepared)
                 quantization = {"scheme": "eager-ptq", "backend": eager.ENGINE, "equalization": equalization,
                                 "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})}}
+            model, keep_float = mixed_precision.keep_float_for_export(
+                job, job.reference if job.qat_model is not None else source, model)
+            if keep_float is not None:  # --keep-float: these layers run float between dequantize/quantize
+                quantization["keep_float"] = keep_float
             quantization.update(options.to_dict())
             quantization.update(eager.describe_quantization(model))
             fold = True  # int8: BatchNorm is already fused into the quantized convs

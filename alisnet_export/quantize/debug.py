@@ -1,0 +1,308 @@
+"""Quantization debugger for the eager QNNPACK int8 model (the ``.ptl`` path): where does int8 lose the silhouette?
+
+* :func:`layer_errors`: per quantized layer, in graph order, the SQNR (dB) and relative L2 error of its
+  output against the same layer of the float model (forward hooks on the fused float model and on
+  the converted int8 model, int8 outputs dequantized). The errors are *propagated*: each layer sees
+  the int8 model's own (already perturbed) inputs, as on the phone.
+* :func:`attribute_layers`: the same layers judged in the product's currency, mask IoU and contour
+  distance against the float model's masks: with that one layer in float (everything else int8),
+  and the reverse, only that layer in int8.
+
+PointRend's point head runs twice per image (two subdivision steps) on points each model chose from
+its own coarse logits; its layers' errors are accumulated over both calls, and where the two models
+chose different points that error includes the choice, not only the arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..parity import ImageMetrics, ParityReport, Thresholds, compare_logits, default_thresholds
+from . import eager
+from .mixed_precision import keep_layers_float, only_layers_int8
+
+__all__ = ["LayerError", "LayerAttribution", "QuantizedLayer", "quantized_layers", "layer_errors", "sqnr_db",
+           "evaluate_model", "attribute_layers", "worst_layers"]
+
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    name: str  # module name in the converted model (a QFunctional's add: NAME, hooked at NAME.activation_post_process)
+    kind: str  # conv, linear, add, quantize, dequantize
+    keepable: bool  # can be kept float with --keep-float
+
+
+def _kind(module: nn.Module) -> Optional[str]:
+    q = torch.ao.nn.quantized
+    if isinstance(module, eager._QuantizedConv):
+        return "conv"
+    if isinstance(module, q.Linear):
+        return "linear"
+    if isinstance(module, q.QFunctional):
+        return "add"
+    if isinstance(module, q.Quantize):
+        return "quantize"
+    if isinstance(module, q.DeQuantize):
+        return "dequantize"
+    return None
+
+
+def quantized_layers(converted: nn.Module) -> list[QuantizedLayer]:
+    """The converted model's quantized layers (module order; :func:`layer_errors` reports them in graph order)."""
+    out = []
+    for name, module in converted.named_modules():
+        kind = _kind(module) if name else None
+        if kind is not None:
+            out.append(QuantizedLayer(name, kind, kind in ("conv", "linear")))
+    return out
+
+
+def _hook_target(root: nn.Module, layer: QuantizedLayer) -> nn.Module:
+    module = root.get_submodule(layer.name)
+    return module.activation_post_process if layer.kind == "add" else module
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    """10 log10(signal / noise); +inf for no noise."""
+    if noise_power <= 0:
+        return math.inf
+    if signal_power <= 0:
+        return -math.inf
+    return 10.0 * math.log10(signal_power / noise_power)
+
+
+@dataclass
+class LayerError:
+    order: int  # position in the int8 model's execution order (first call)
+    name: str
+    kind: str
+    keepable: bool
+    sqnr_db: float  # propagated: the int8 model's output vs the float model's, each on its own inputs
+    rel_l2: float  # ||int8 - float|| / ||float||, propagated
+    max_abs: float
+    calls: int
+    #: isolated: this layer alone in int8, fed the float model's input (quantized as the int8 model
+    #: quantizes it), vs the float layer: the error this layer adds by itself (conv/linear only)
+    local_sqnr_db: Optional[float] = None
+    local_rel_l2: Optional[float] = None
+    input_scale: Optional[float] = None  # the int8 model's input quantization of this layer (per tensor)
+    input_zero_point: Optional[int] = None
+    output_scale: Optional[float] = None
+
+    @property
+    def rank_sqnr_db(self) -> float:
+        """What :func:`worst_layers` ranks by: the isolated SQNR where there is one, else the propagated one."""
+        return self.local_sqnr_db if self.local_sqnr_db is not None else self.sqnr_db
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sqnr_db"] = _finite(self.sqnr_db)
+        d["local_sqnr_db"] = _finite(self.local_sqnr_db)
+        d["rel_l2"] = _finite(self.rel_l2)
+        d["local_rel_l2"] = _finite(self.local_rel_l2)
+        return d
+
+
+def _finite(v: Optional[float]) -> Optional[float]:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _as_float(t: Any) -> Optional[torch.Tensor]:
+    if not isinstance(t, torch.Tensor):
+        return None
+    return (t.dequantize() if t.is_quantized else t).detach().float()
+
+
+def _accumulate(a: dict[str, float], ref: torch.Tensor, out: torch.Tensor) -> None:
+    ref64, out64 = ref.double(), out.double()
+    a["signal"] += float((ref64 ** 2).sum())
+    a["noise"] += float(((out64 - ref64) ** 2).sum())
+    a["max"] = max(a["max"], float((out64 - ref64).abs().max()) if out.numel() else 0.0)
+    a["calls"] += 1
+
+
+@torch.no_grad()
+def layer_errors(twin: nn.Module, converted: nn.Module, inputs: Sequence[torch.Tensor],
+                 progress: Callable[[int], None] | None = None) -> list[LayerError]:
+    """SQNR and relative L2 of every quantized layer's output (``converted``, int8, dequantized) against
+    the same layer of ``twin`` (the fused float model, :func:`..mixed_precision.float_twin`) on ``inputs``,
+    in the int8 model's execution order; for conv/linear layers also the isolated error (the int8 layer
+    on the float model's input). Needs the QNNPACK engine (selected here)."""
+    eager.use_qnnpack()
+    layers = quantized_layers(converted)
+    by_name = {l.name: l for l in layers}
+
+    def fresh() -> dict[str, float]:
+        return {"signal": 0.0, "noise": 0.0, "max": 0.0, "calls": 0}
+
+    acc = {l.name: fresh() for l in layers}
+    local = {l.name: fresh() for l in layers if l.keepable}
+    order: dict[str, int] = {}
+    qparams: dict[str, tuple[float, int]] = {}
+    saved: dict[str, list[torch.Tensor]] = {}  # the int8 model's outputs (kept quantized: 1 byte per value)
+    pending_inputs: dict[str, list[torch.Tensor]] = {}
+
+    def int8_pre_hook(name: str):
+        def hook(module, args):
+            x = args[0] if args else None
+            if name not in qparams and isinstance(x, torch.Tensor) and x.is_quantized \
+                    and x.qscheme() == torch.per_tensor_affine:
+                qparams[name] = (float(x.q_scale()), int(x.q_zero_point()))
+        return hook
+
+    def int8_hook(name: str):
+        def hook(module, args, output):
+            order.setdefault(name, len(order))
+            if isinstance(output, torch.Tensor):
+                saved.setdefault(name, []).append(output.detach())
+        return hook
+
+    def float_pre_hook(name: str):
+        def hook(module, args):
+            if args and isinstance(args[0], torch.Tensor):
+                pending_inputs.setdefault(name, []).append(args[0].detach())
+        return hook
+
+    def float_hook(name: str):
+        def hook(module, args, output):
+            ref = _as_float(output)
+            queue = saved.get(name)
+            if ref is not None and queue:
+                out = _as_float(queue.pop(0))
+                if out.shape == ref.shape:
+                    _accumulate(acc[name], ref, out)
+            if name in local:
+                x = pending_inputs.get(name, [None]).pop(0) if pending_inputs.get(name) else None
+                if x is not None and name in qparams and not x.is_quantized:
+                    scale, zp = qparams[name]
+                    q = torch.quantize_per_tensor(x.float(), scale, zp, torch.quint8)
+                    alone = _as_float(converted.get_submodule(name)(q))
+                    if alone is not None and alone.shape == ref.shape:
+                        _accumulate(local[name], ref, alone)
+        return hook
+
+    handles = []
+    try:
+        for l in layers:
+            handles.append(_hook_target(converted, l).register_forward_hook(int8_hook(l.name)))
+            handles.append(converted.get_submodule(l.name).register_forward_pre_hook(int8_pre_hook(l.name)))
+            handles.append(_hook_target(twin, l).register_forward_hook(float_hook(l.name)))
+            if l.keepable:
+                handles.append(twin.get_submodule(l.name).register_forward_pre_hook(float_pre_hook(l.name)))
+        twin.eval()
+        converted.eval()
+        for i, x in enumerate(inputs):
+            saved.clear()
+            pending_inputs.clear()
+            converted(x)
+            twin(x)
+            if progress:
+                progress(i + 1)
+    finally:
+        for h in handles:
+            h.remove()
+        saved.clear()
+        pending_inputs.clear()
+    out = []
+    for l in layers:
+        a = acc[l.name]
+        if not a["calls"]:
+            continue
+        module = converted.get_submodule(l.name)
+        scale = getattr(module, "scale", None)
+        in_q = qparams.get(l.name)
+        b = local.get(l.name)
+        has_local = b is not None and b["calls"] > 0
+        out.append(LayerError(
+            order=order.get(l.name, len(order)), name=l.name, kind=l.kind, keepable=l.keepable,
+            sqnr_db=sqnr_db(a["signal"], a["noise"]),
+            rel_l2=math.sqrt(a["noise"] / a["signal"]) if a["signal"] > 0 else math.inf,
+            max_abs=a["max"], calls=a["calls"],
+            local_sqnr_db=sqnr_db(b["signal"], b["noise"]) if has_local else None,
+            local_rel_l2=(math.sqrt(b["noise"] / b["signal"]) if b["signal"] > 0 else math.inf) if has_local else None,
+            input_scale=in_q[0] if in_q else None, input_zero_point=in_q[1] if in_q else None,
+            output_scale=float(scale) if isinstance(scale, (float, int)) or (isinstance(scale, torch.Tensor) and scale.numel() == 1) else None,
+        ))
+    return sorted(out, key=lambda e: e.order)
+
+
+def evaluate_model(model: nn.Module, reference_logits: Sequence[tuple[str, np.ndarray]],
+                   inputs: Sequence[torch.Tensor], *, name: str, thresholds: Optional[Thresholds] = None,
+                   keep_masks: bool = False) -> ParityReport:
+    """A parity report of an eager ``model`` against the float logits (same order as ``inputs``)."""
+    eager.use_qnnpack()
+    report = ParityReport(name, "eager", "int8", thresholds or default_thresholds("int8"))
+    with torch.no_grad():
+        for (image, ref), x in zip(reference_logits, inputs):
+            cand = model(x).numpy()
+            report.images.append(compare_logits(image, ref, cand))
+            if keep_masks:
+                report.masks[image] = (ref[0, 1] > ref[0, 0], cand[0, 1] > cand[0, 0])
+    return report.evaluate()
+
+
+@dataclass
+class LayerAttribution:
+    name: str
+    sqnr_db: Optional[float]
+    local_sqnr_db: Optional[float]
+    #: that layer in float, everything else int8
+    keep_float_mean_iou: float
+    keep_float_min_iou: float
+    keep_float_boundary_px: float
+    #: only that layer in int8, everything else float
+    only_int8_mean_iou: Optional[float]
+    only_int8_boundary_px: Optional[float]
+    iou_recovered: float  # keep_float_mean_iou - the all-int8 model's mean IoU
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mean(ims: Sequence[ImageMetrics], attr: str) -> float:
+    return float(np.mean([getattr(m, attr) for m in ims]))
+
+
+def attribute_layers(twin: nn.Module, converted: nn.Module, float_source: Any, layers: Sequence[LayerError],
+                     reference_logits: Sequence[tuple[str, np.ndarray]], inputs: Sequence[torch.Tensor], *,
+                     baseline: ParityReport, reverse: bool = True,
+                     progress: Callable[[str], None] | None = None) -> list[LayerAttribution]:
+    """For each keepable layer of ``layers``: mask IoU / contour distance vs float with that layer alone in
+    float, and (``reverse``) with that layer alone in int8. ``baseline``: the all-int8 model's report."""
+    base_iou = baseline.summary()["mean_iou"]
+    qparams = {l.name: (l.input_scale, l.input_zero_point) for l in layers if l.input_scale is not None}
+    out = []
+    for layer in layers:
+        if not layer.keepable:
+            continue
+        if progress:
+            progress(layer.name)
+        kept = evaluate_model(keep_layers_float(converted, float_source, [layer.name]), reference_logits, inputs,
+                              name=f"float:{layer.name}")
+        only: Optional[ParityReport] = None
+        if reverse and layer.name in qparams:
+            only = evaluate_model(only_layers_int8(twin, converted, [layer.name], qparams), reference_logits, inputs,
+                                  name=f"int8:{layer.name}")
+        s = kept.summary()
+        out.append(LayerAttribution(
+            name=layer.name, sqnr_db=_finite(layer.sqnr_db), local_sqnr_db=_finite(layer.local_sqnr_db),
+            keep_float_mean_iou=s["mean_iou"], keep_float_min_iou=s["min_iou"],
+            keep_float_boundary_px=s["mean_boundary_px"],
+            only_int8_mean_iou=only.summary()["mean_iou"] if only else None,
+            only_int8_boundary_px=only.summary()["mean_boundary_px"] if only else None,
+            iou_recovered=s["mean_iou"] - base_iou,
+        ))
+    return out
+
+
+def worst_layers(errors: Sequence[LayerError], k: int, *, keepable_only: bool = True) -> list[LayerError]:
+    """The ``k`` layers with the lowest isolated SQNR (:attr:`LayerError.rank_sqnr_db`; keepable ones only
+    by default), worst first. Isolated, because the propagated SQNR of every layer after a bad one is bad too."""
+    pool = [e for e in errors if e.keepable or not keepable_only]
+    return sorted(pool, key=lambda e: e.rank_sqnr_db)[:k]
