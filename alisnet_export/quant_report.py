@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write
+from ._io import atomic_write
 from .parity import UNCERTAIN_MARGIN, ParityReport, Thresholds, uncertain_fraction, uncertainty_note
 from .quantize import debug, eager, mixed_precision
 from .reports import denormalize, write_overlays

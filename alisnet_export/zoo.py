@@ -11,7 +11,8 @@ from typing import Any
 
 from .config import list_configs, load_config, models_dir
 
-__all__ = ["models_dir", "ZooEntry", "zoo_entries", "default_checkpoint", "fixture_checkpoint", "variant_table"]
+__all__ = ["models_dir", "ZooEntry", "zoo_entries", "default_checkpoint", "fixture_checkpoint",
+           "real_photos_checkpoint", "variant_table"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,13 @@ def default_checkpoint() -> ZooEntry:
 
 
 def fixture_checkpoint() -> ZooEntry:
-    """The small synthetic-people checkpoint: fast test fixture and extra training data."""
+    """The checkpoint tests use: the paper's ALiSNet trained on the exact-ground-truth testbed."""
     return zoo_entries()[_zoo()["fixture"]]
+
+
+def real_photos_checkpoint() -> ZooEntry:
+    """The real-people demo: distilled offline from a portrait-matting teacher, for photos of people."""
+    return zoo_entries()[_zoo()["real_photos"]]
 
 
 def variant_table() -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The embedded default segments real people: re-scored here against the teacher's masks of the test photos.
+"""The real-people demo segments real people: re-scored here against the teacher's masks of the test photos.
 
 The numbers it must reproduce are the ones recorded in ``models/zoo.json`` and printed in the model card
 (``models/README.md``) when the checkpoint was registered; nothing is downloaded.
@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from alisnet_export.checkpoint import load_checkpoint, sha256_file
-from alisnet_export.zoo import default_checkpoint, fixture_checkpoint, models_dir
+from alisnet_export.zoo import default_checkpoint, models_dir, real_photos_checkpoint
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = {"astronaut": DATA / "astronaut.png", "grace_hopper": DATA / "grace_hopper.jpg"}
 
 
-def test_default_is_the_real_people_demo_small_and_intact():
-    entry = default_checkpoint()
-    assert entry.name != fixture_checkpoint().name
+def test_real_people_demo_is_shipped_small_and_intact():
+    entry = real_photos_checkpoint()
+    assert entry.name != default_checkpoint().name  # the default is the confident testbed model
     assert entry.path.is_file() and sha256_file(entry.path) == entry.sha256
     assert entry.path.stat().st_size <= 10_000_000  # the issue's bound for the repo
     loaded = load_checkpoint(entry.path)
@@ -34,7 +34,7 @@ def test_default_is_the_real_people_demo_small_and_intact():
 
 @pytest.mark.slow
 def test_eval_reproduces_the_model_card_numbers(run_cli, tmp_path):
-    entry = default_checkpoint()
+    entry = real_photos_checkpoint()
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()

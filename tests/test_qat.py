@@ -17,7 +17,8 @@ from alisnet_export.data import write_synthetic_dataset
 from alisnet_export.quantize.qat import load_qat_model
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--batch-size", "2", "--crop", "64x64", "--warmup", "0", "--no-progress", "--checkpoint-every", "1"]
+TINY = ["--batch-size", "2", "--crop", "64x64", "--warmup", "0", "--no-progress", "--checkpoint-every", "1",
+        "--height", "128", "--calibration-images", "testbed:calibration:2", "--check-images", "testbed:heldout:1"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,12 @@ def test_qat_writes_a_checkpoint_that_ptl_converts_and_resumes(run_cli, tmp_path
     code, stdout, err = run_cli("qat", native_ckpt, "--data", people, "--steps", "2", *TINY, "-o", out, "--json")
     assert code == 0, err
     info = json.loads(stdout)
-    assert info["ok"] and info["qat"]["steps"] == 2 and info["qat"]["freeze_bn_step"] == 1
+    assert info["ok"] and info["qat"]["steps"] == 2 and info["qat"]["freeze_bn_step"] == 0
+    # the recipe: ranges seeded from PTQ calibration at the deployment height, distillation, agreement before/after
+    assert info["qat"]["calibrated_start"] and info["qat"]["height"] == 128
+    assert info["qat"]["calibration"]["source"] == "testbed:calibration:2" and info["qat"]["loss"]["distillation"]
+    agreement = info["qat"]["agreement_with_float"]
+    assert set(agreement) == {"images", "start", "end", "ptq_int8"} and 0 <= agreement["end"]["mean_iou"] <= 1
     # activation ranges were equalized before the fake quantizers went in; the reference stays the original
     assert info["qat"]["equalization"]["applied"] and info["qat"]["equalization"]["chains"] > 10
     loaded = load_checkpoint(out)
@@ -109,3 +115,38 @@ def test_qat_under_torchrun_with_two_cpu_processes(tmp_path, native_ckpt, people
     assert loaded.is_qat and loaded.qat["hardware"]["processes"] == 2
     assert loaded.qat["batch_size"] == 4  # 2 per process x 2 processes
     assert sorted(p.name for p in (tmp_path / "ddp.train").glob("train_state_*.pth"))[-1] == "train_state_0000002.pth"
+
+
+def test_seeded_qat_model_starts_where_ptq_is(mnasnet_config):
+    """Seeded from PTQ calibration, the fake-quantized model computes (almost) what the PTQ int8 model computes,
+    instead of starting from empty observers; distillation then only trains the student."""
+    from alisnet_export.quantize import eager
+    from alisnet_export.quantize.qat import DistillationLoss, agreement, as_runner, seed_activation_ranges
+    from alisnet_export.zoo import fixture_checkpoint
+
+    float_model = load_checkpoint(fixture_checkpoint().path).build_model()
+    gen = torch.Generator().manual_seed(0)
+    calibration = [torch.randn(1, 3, 128, 96, generator=gen) for _ in range(4)]
+    observed = eager.prepare(float_model, qat=False)
+    eager.calibrate(observed, calibration)
+    ptq = eager.convert(observed)
+    unseeded = eager.prepare(float_model, qat=True)
+    seeded = eager.prepare(float_model, qat=True)
+    assert seed_activation_ranges(seeded, observed) > 50
+    with pytest.raises(ValueError, match="no activation quantizer"):
+        seed_activation_ranges(seeded, float_model)
+    inputs = [(f"x{i}", x.numpy()) for i, x in enumerate(calibration)]
+    close = agreement(as_runner(ptq), as_runner(seeded), inputs)
+    assert close["mean_iou"] > 0.98, close
+    eager.disable_activation_observers(unseeded)  # empty observers, frozen: the ranges a cold start would use first
+    cold = agreement(as_runner(ptq), as_runner(unseeded), inputs)
+    assert close["mean_iou"] > cold["mean_iou"], (close, cold)
+
+    seeded.train()
+    loss = DistillationLoss(seeded, float_model)
+    parts = loss(calibration[0].repeat(2, 1, 1, 1), torch.zeros(2, 128, 96, dtype=torch.long))
+    assert set(parts) == {"loss_distill_coarse", "loss_distill_point"} and all(torch.isfinite(v) for v in parts.values())
+    sum(parts.values()).backward()
+    assert all(p.grad is None for p in float_model.parameters())  # the teacher is never trained
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in seeded.parameters())
+    assert not float_model.training

@@ -26,7 +26,8 @@ def _threshold_options(f):
               help="The float checkpoint the artifacts must match (required).")
 @click.option("--config", help="Config of the reference checkpoint (default: stored in it / inferred).")
 @click.option("--images", type=click.Path(path_type=Path), multiple=True,
-              help="Photos (files or folders). Default: the built-in public-domain samples.")
+              help="Photos (files, folders, or a named set: samples, testbed:heldout[:N]). Default: the reference "
+                   "checkpoint's parity set (models/zoo.json; the built-in samples for other checkpoints).")
 @click.option("--height", type=click.IntRange(64, 4096), help="Input height (default: the manifest's, else 1024).")
 @click.option("--no-person-crops", is_flag=True, help="Whole photos only (default adds a person crop per photo).")
 @click.option("--precision", type=click.Choice(["float32", "float16", "int8", "int8-weights", "palettized4-weights"]),
@@ -58,7 +59,7 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
     from ..pipeline import ReferenceOutputs
     from ..reports import denormalize, write_junit, write_reports
     from ..runtimes.torch_runners import TorchModelRunner
-    from ..samples import image_paths, parity_inputs
+    from ..samples import default_image_sets, parity_inputs, resolve_image_set
 
     if reference_ckpt is None:
         raise DataError("missing --reference CKPT: parity needs the float checkpoint the artifacts must match")
@@ -77,7 +78,8 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
     height = height or manifest_height or 1024
     check_multiple_of_32(("--height", height))
     reference = TorchModelRunner(model)
-    inputs = list(parity_inputs(image_paths(list(images) or None), cfg, height=height, reference=model,
+    photos = resolve_image_set(images, default=default_image_sets(loaded.sha256)[0])
+    inputs = list(parity_inputs(list(photos.paths), cfg, height=height, reference=model,
                                 person_crops=not no_person_crops))
     reference_fn = ReferenceOutputs(reference, inputs)  # each image's float logits (and tie zone) once for all targets
 

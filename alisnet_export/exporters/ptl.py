@@ -133,6 +133,10 @@ class PtlExporter(Exporter):
             "bytecode_version": written,
             "min_runtime": LITE_RUNTIMES,
             "quantized_engine": eager.ENGINE if job.precision == "int8" else None,
+            **({"requirement": (f"set torch.backends.quantized.engine = '{eager.ENGINE}' before loading: this int8 "
+                                "model is calibrated for QNNPACK (quint8 0..255, no reduce_range); under x86/fbgemm, "
+                                "torch's default on desktops, it returns wrong masks without an error")}
+               if job.precision == "int8" else {}),
             "operators": operators,
             "op_list_file": f"{job.options['name']}.ops.yaml",
             "mobile_passes": list(MOBILE_PASSES) + (["fold_conv_batchnorm"] if fold else []),
