@@ -9,7 +9,7 @@ from PIL import Image
 
 from .parity import contour
 
-__all__ = ["mask_overlay", "disagreement_overlay", "save_png"]
+__all__ = ["mask_overlay", "disagreement_overlay", "comparison_panel", "save_png"]
 
 _PERSON = np.array([0, 200, 255], dtype=np.float32)  # cyan tint
 _EDGE = np.array([255, 255, 0], dtype=np.uint8)  # yellow contour
@@ -41,3 +41,22 @@ def save_png(array: np.ndarray, path: Path) -> None:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     Image.fromarray(array).save(path, format="PNG")
+
+
+def comparison_panel(image: np.ndarray, reference: np.ndarray, candidate: np.ndarray, *, margin: float = 0.1,
+                     gap: int = 4) -> np.ndarray:
+    """Three pictures side by side, cropped to the person (+ ``margin``): the reference (float) mask, the
+    candidate (artifact) mask, and where they disagree (:func:`disagreement_overlay`)."""
+    union = reference | candidate
+    ys, xs = np.nonzero(union)
+    h, w = union.shape
+    if len(xs):
+        my, mx = int((ys.max() - ys.min()) * margin), int((xs.max() - xs.min()) * margin)
+        y0, y1 = max(0, ys.min() - my), min(h, ys.max() + 1 + my)
+        x0, x1 = max(0, xs.min() - mx), min(w, xs.max() + 1 + mx)
+    else:
+        y0, y1, x0, x1 = 0, h, 0, w
+    panels = [mask_overlay(image, reference), mask_overlay(image, candidate), disagreement_overlay(image, reference, candidate)]
+    panels = [p[y0:y1, x0:x1] for p in panels]
+    spacer = np.full((y1 - y0, gap, 3), 255, dtype=np.uint8)
+    return np.concatenate([panels[0], spacer, panels[1], spacer, panels[2]], axis=1)

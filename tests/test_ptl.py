@@ -137,3 +137,24 @@ def test_bad_parity_images_are_clear_errors_and_write_nothing(run_cli, tmp_path,
     code, out, err = run_cli("ptl", random_mbv2_ckpt, *SMALL, "--images", image, "-o", out_dir)
     assert code == 3 and match in err and "photo.png" in err
     assert not out_dir.exists() or not os.listdir(out_dir)
+
+
+def test_int8_ptl_of_a_confident_model_passes_its_gate_on_disjoint_images(run_cli, tmp_path):
+    """The success path: the testbed model on held-out testbed people it never trained on, calibrated on the
+    disjoint calibration split (the defaults zoo.json gives it), passes the int8 gate; the manifest says both sets."""
+    from alisnet_export.zoo import fixture_checkpoint
+
+    entry = fixture_checkpoint()
+    assert entry.image_sets == {"parity": "testbed:heldout:8", "calibration": "testbed:calibration"}
+    code, out, err = run_cli("ptl", entry.path, "--height", "512", "--images", "testbed:heldout:4", "-o", tmp_path, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    summary = result["parity"]["summary"]
+    assert result["ok"] and result["parity"]["status"] == "passed"
+    assert summary["mean_iou"] >= 0.99 and summary["mean_boundary_px"] <= 1.0, summary
+    entry_m = read_manifest(tmp_path / "alisnet_mnasnet-int8.manifest.json")["artifacts"][0]
+    calibration = entry_m["quantization"]["calibration"]
+    assert calibration["source"] == "testbed:calibration" and calibration["images"] == 32
+    assert entry_m["parity"]["images"]["source"] == "testbed:heldout:4"
+    assert "qnnpack" in entry_m["runtime"]["requirement"]
+    assert entry_m["size_bytes"] <= 4_000_000  # the paper's 4.0 MB

@@ -54,7 +54,7 @@ def predict_command(ckpt, config, no_pointrend, images, height, box, artifact: O
     from ..parity import compare_logits
     from ..preprocess import load_rgb_image, mask_to_original, preprocess
     from ..samples import resolve_image_set
-    from ..visualize import disagreement_overlay, mask_overlay, save_png
+    from ..visualize import comparison_panel, mask_overlay, save_png
 
     check_multiple_of_32(("--height", height))
     if compare_float and artifact is None:
@@ -101,7 +101,7 @@ def predict_command(ckpt, config, no_pointrend, images, height, box, artifact: O
             m = compare_logits(stem, ref_logits.numpy(), logits.numpy())
             float_mask = mask_to_original(ref_logits, ref_pre)
             compare_path = output / f"{stem}{tag}.compare.png"
-            atomic_write(compare_path, lambda tmp: save_png(disagreement_overlay(image, float_mask, mask), tmp), force=force)
+            atomic_write(compare_path, lambda tmp: save_png(comparison_panel(image, float_mask, mask), tmp), force=force)
             row["vs_float"] = {"mask_iou": m.mask_iou, "boundary_mean_px": m.boundary_mean_px,
                                "boundary_p95_px": m.boundary_p95_px, "compare": str(compare_path),
                                "pixels_differ": int(np.sum(float_mask != mask))}
