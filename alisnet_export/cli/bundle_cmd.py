@@ -78,12 +78,9 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
 
     from tqdm import tqdm
 
-    from ..bundle import build_bundle, check_bundle_writable
+    from .. import api
+    from ..bundle import check_bundle_writable
     from ..checkpoint import load_checkpoint
-    from ..pipeline import ReferenceOutputs
-    from ..quantize.qat import load_qat_model
-    from ..runtimes.torch_runners import TorchModelRunner
-    from ..samples import calibration_inputs, golden_source, image_sets_for, parity_inputs
 
     calibration_height = calibration_height or height
     check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
@@ -91,29 +88,14 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
         check_bundle_writable(output, force)  # fail before any work
     start = time.perf_counter()
     loaded = load_checkpoint(resolve_checkpoint(ckpt), config, pointrend=False if no_pointrend else None)
-    cfg = loaded.config
-    folder = output if output is not None else Path("out/bundle") / cfg.name
+    folder = output if output is not None else Path("out/bundle") / loaded.config.name
     check_bundle_writable(folder, force)
-    parity_set, calibration_set = image_sets_for(  # bad --images fail here, before the model is built
-        loaded.sha256, images, calibration_images, calibrate=not loaded.is_qat and any(t.precision == "int8" for t in targets),
-        warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
-    photos = list(parity_set.paths)
-    reporter.line(f"alisnet-export bundle: {cfg.name} from {loaded.path} ({loaded.source_format}"
+    reporter.line(f"alisnet-export bundle: {loaded.config.name} from {loaded.path} ({loaded.source_format}"
                   f"{', QAT' if loaded.is_qat else ''}) -> {', '.join(t.id for t in targets)}", bold=True)
-    qat_model = None
-    if loaded.is_qat:
-        qat_model, reference, _ = load_qat_model(loaded)
-    else:
-        reference = loaded.build_model()
-    inputs = list(parity_inputs(photos, cfg, height=height, reference=reference, person_crops=not no_person_crops))
-    reference_outputs = ReferenceOutputs(TorchModelRunner(reference), inputs)
-    cache: dict[str, list] = {}
-
-    def calibration():  # built on first use, shared by every int8 target
-        if "inputs" not in cache:
-            cache["inputs"] = calibration_inputs(list(calibration_set.paths), cfg, height=calibration_height)
-        return cache["inputs"]
-
+    session = api.prepare(loaded, images=images, calibration_images=calibration_images, height=height,
+                          calibration_height=calibration_height, person_crops=not no_person_crops,
+                          calibrate=any(t.precision == "int8" for t in targets),
+                          log=lambda m: reporter.line(m, fg="yellow"))
     bar = tqdm(total=len(targets), desc="bundle", unit="target", file=sys.stderr, leave=False)
     done: list[str] = []
 
@@ -127,13 +109,8 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     def progress(image_name: str) -> None:
         bar.set_postfix_str(f"{done[-1] if done else ''}: parity {image_name}")
 
-    outcome = build_bundle(
-        targets, folder=folder, force=force, loaded=loaded, reference_model=reference, qat_model=qat_model,
-        reference=reference_outputs, photos=photos, calibration=calibration,
-        calibration_info=({} if calibration_set is None else {**calibration_set.to_dict(), "height": calibration_height}),
-        parity_images=parity_set.to_dict(),
-        golden_source=golden_source(), height=height,
-        thresholds=lambda precision: _thresholds(precision, thresholds),
+    outcome = api.bundle(
+        session, targets, folder, force=force, thresholds=lambda precision: _thresholds(precision, thresholds),
         command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),
         log=lambda m: bar.write(f"  {m}", file=reporter.stream), on_target=on_target, progress=progress,
     )

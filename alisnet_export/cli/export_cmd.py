@@ -70,12 +70,9 @@ def export_options(f: Callable) -> Callable:
 
 
 def _thresholds(precision: str, overrides: dict[str, Any]):
-    import dataclasses
+    from ..api import thresholds_for
 
-    from ..parity import default_thresholds
-
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(default_thresholds(precision), **given)
+    return thresholds_for(precision, **overrides)
 
 
 def run_export(
@@ -99,78 +96,41 @@ def run_export(
     options: dict[str, Any],
     bounds=None,
 ) -> int:
-    """The shared body of every single-format export command."""
+    """The shared body of every single-format export command: parse, :func:`api.prepare`, :func:`api.export`, print."""
     import time
 
     from tqdm import tqdm
 
-    from ..checkpoint import load_checkpoint
-    from ..exporters.base import ExportJob
-    from ..manifest import input_section, output_section, provenance_section
+    from .. import api
     from .._io import check_writable
-    from ..pipeline import ReferenceOutputs, export_single, single_export_paths
-    from ..quantize.qat import load_qat_model
-    from ..runtimes.torch_runners import TorchModelRunner
-    from ..samples import calibration_inputs, golden_source, image_sets_for, parity_inputs
+    from ..checkpoint import load_checkpoint
+    from ..pipeline import single_export_paths
 
     calibration_height = calibration_height or height
     check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
     exporter.check_precision(precision)
     start = time.perf_counter()
     loaded = load_checkpoint(resolve_checkpoint(ckpt), config, pointrend=False if no_pointrend else None)
-    cfg = loaded.config
-    qat_model = None
-    if loaded.is_qat:
-        qat_model, reference, _ = load_qat_model(loaded)
-    else:
-        reference = loaded.build_model()
-    bounds = exporter.bounds_for(cfg, bounds)
-    name = name or f"{cfg.name}-{precision}"
+    name = name or f"{loaded.config.name}-{precision}"
     check_writable(single_export_paths(exporter, output, name), force)  # fail before any work
-    reporter.line(f"alisnet-export {exporter.format}: {cfg.name} from {loaded.path} ({loaded.source_format}"
+    reporter.line(f"alisnet-export {exporter.format}: {loaded.config.name} from {loaded.path} ({loaded.source_format}"
                   f"{', QAT' if loaded.is_qat else ''}) -> {precision}", bold=True)
-    parity_set, calibration_set = image_sets_for(
-        loaded.sha256, images, calibration_images, calibrate=precision == "int8" and not loaded.is_qat,
-        warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
-    photos = list(parity_set.paths)
-    inputs = list(parity_inputs(photos, cfg, height=height, reference=reference, person_crops=not no_person_crops))
-    for input_name, x in inputs:
-        bounds.check(x.shape[2], x.shape[3], what=f"parity input {input_name}")
-
-    def calibration():
-        return calibration_inputs(list(calibration_set.paths), cfg, height=calibration_height)
-
-    metadata = {
-        "variant": cfg.name,
-        "input": input_section(cfg, height=height, min_hw=bounds.min_hw, max_hw=bounds.max_hw, min_pixels=bounds.min_pixels),
-        "output": output_section(cfg),
-        "provenance": provenance_section(),
-    }
-    job_options = {"metadata": metadata, "parity_images": parity_set.to_dict(), **options}
-    if (job_options.get("keep_float") or {}).get("auto"):
-        # --keep-float auto searches on the calibration images, never on the parity images that then judge it
-        job_options["keep_float"] = {**job_options["keep_float"], "inputs": [(f"calibration-{i}", x.numpy()) for i, x in enumerate(calibration())],
-                                     "thresholds": _thresholds(precision, thresholds)}
-    if loaded.is_qat:  # the QAT checkpoint fixed how it is quantized
-        job_options["qat_info"] = {k: v for k, v in loaded.qat.items() if k != "options"}
-        job_options["eager_quant"] = dict(loaded.qat.get("options", {}))
-    elif calibration_set is not None:
-        job_options["calibration_info"] = {**calibration_set.to_dict(), "height": calibration_height}
-    job = ExportJob(loaded, reference, precision, calibration, bounds, options=job_options,
-                    log=lambda m: reporter.line(f"  {m}"), qat_model=qat_model)
-    reference_outputs = ReferenceOutputs(TorchModelRunner(reference), inputs)
-    bar = tqdm(total=len(inputs), desc="parity", unit="image", file=sys.stderr, leave=False,
+    session = api.prepare(loaded, images=images,
+                          calibration_images=calibration_images, height=height, calibration_height=calibration_height,
+                          person_crops=not no_person_crops, calibrate=precision == "int8",
+                          log=lambda m: reporter.line(m, fg="yellow"))
+    bar = tqdm(total=len(session.inputs), desc="parity", unit="image", file=sys.stderr, leave=False,
                disable=None if not no_parity else True)
 
     def progress(image_name: str) -> None:
         bar.set_postfix_str(image_name)
         bar.update(1)
 
-    outcome = export_single(
-        exporter, job, out_dir=output, name=name, force=force, reference=reference_outputs,
-        golden_source=golden_source(), height=height, thresholds=_thresholds(precision, thresholds),
-        run_parity_gate=not no_parity, command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),
-        progress=progress,
+    outcome = api.export(
+        session, exporter, output, precision=precision, name=name, force=force,
+        thresholds=_thresholds(precision, thresholds), run_parity=not no_parity, options=options, bounds=bounds,
+        command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),
+        log=lambda m: reporter.line(f"  {m}"), progress=progress,
     )
     bar.close()
     _print_summary(reporter, exporter, outcome, time.perf_counter() - start)

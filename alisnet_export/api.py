@@ -1,0 +1,211 @@
+"""The Python surface: what a notebook or a CI script calls, and what the CLI's export commands call.
+
+    >>> from alisnet_export import api
+    >>> session = api.prepare()                          # the embedded default, its parity and calibration sets
+    >>> outcome = api.export(session, "ptl", "out/")     # int8 .ptl + manifest + golden + parity report
+    >>> outcome.passed, outcome.record.entry["parity"]["summary"]["mean_iou"]
+    >>> bundle = api.bundle(session, "ptl,onnx", "out/bundle/demo")
+    >>> results = api.recheck("out/alisnet_mnasnet-int8.ptl", reference=session.loaded.path)
+
+A :class:`Session` is everything an export needs that does not depend on the format: the checkpoint, the
+float reference model (and the QAT model of a QAT checkpoint), the parity images preprocessed the
+paper's way with the float model's outputs on them (computed once, shared by every format), the
+calibration images (built on first use, int8 only) and the golden-vector source. Data flows one way:
+``prepare`` reads, ``export``/``bundle`` write, nothing here prints (pass ``log`` to hear progress).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import LoadedCheckpoint, load_checkpoint
+from .parity import Thresholds, default_thresholds
+from .pipeline import ExportOutcome, ReferenceOutputs
+from .samples import ImageSet, calibration_inputs, golden_source, image_sets_for, parity_inputs
+
+__all__ = ["Session", "prepare", "export", "bundle", "recheck", "thresholds_for"]
+
+Log = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+@dataclass
+class Session:
+    """A checkpoint prepared for export (see the module docstring). Build it with :func:`prepare`."""
+
+    loaded: LoadedCheckpoint
+    reference: torch.nn.Module  # the float model every artifact is judged against
+    qat_model: Optional[torch.nn.Module]  # the fake-quantized model of a QAT checkpoint
+    parity_set: ImageSet
+    calibration_set: Optional[ImageSet]  # None for QAT checkpoints and float-only sessions
+    height: int
+    calibration_height: int
+    inputs: list[tuple[str, np.ndarray]]  # the parity inputs, (1, 3, H, W) float32
+    reference_outputs: ReferenceOutputs  # the float logits (and PointRend tie zones) on ``inputs``
+    golden: tuple[str, np.ndarray] = field(default_factory=golden_source)
+    warnings: list[str] = field(default_factory=list)
+    _calibration: Optional[list[torch.Tensor]] = field(default=None, repr=False)
+
+    @property
+    def config(self):
+        return self.loaded.config
+
+    def calibration(self) -> list[torch.Tensor]:
+        """The int8 calibration inputs at ``calibration_height``, built once on first use."""
+        if self.calibration_set is None:
+            raise ValueError(f"{self.loaded.path}: this session has no calibration set (a QAT checkpoint, or "
+                             "prepare(..., calibrate=False))")
+        if self._calibration is None:
+            self._calibration = calibration_inputs(list(self.calibration_set.paths), self.config,
+                                                   height=self.calibration_height)
+        return self._calibration
+
+
+def prepare(ckpt: Optional[str | Path | LoadedCheckpoint] = None, *, config: Optional[str] = None, pointrend: Optional[bool] = None,
+            images: Sequence[str | Path] = (), calibration_images: Sequence[str | Path] = (), height: int = 1024,
+            calibration_height: Optional[int] = None, person_crops: bool = True, calibrate: bool = True,
+            log: Log = _quiet) -> Session:
+    """Load ``ckpt`` (a path, default the embedded default, or an already loaded checkpoint) and prepare its
+    parity and calibration images.
+
+    ``images`` / ``calibration_images``: files, folders or named sets (``samples``, ``testbed:SPLIT[:N]``);
+    empty means the checkpoint's own sets (``models/zoo.json``), disjoint by construction. Warnings (few
+    calibration images, calibration images that are also parity images) go to ``log`` and
+    :attr:`Session.warnings`. ``calibrate=False`` skips the calibration set (float exports only)."""
+    from .quantize.qat import load_qat_model
+    from .runtimes.torch_runners import TorchModelRunner
+    from .zoo import default_checkpoint
+
+    if isinstance(ckpt, LoadedCheckpoint):
+        loaded = ckpt
+    else:
+        loaded = load_checkpoint(Path(ckpt) if ckpt is not None else default_checkpoint().path, config, pointrend=pointrend)
+    qat_model = None
+    if loaded.is_qat:
+        qat_model, reference, _ = load_qat_model(loaded)
+    else:
+        reference = loaded.build_model()
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        log(f"warning: {message}")
+
+    parity_set, calibration_set = image_sets_for(loaded.sha256, images, calibration_images,
+                                                 calibrate=calibrate and not loaded.is_qat, warn=warn)
+    inputs = list(parity_inputs(list(parity_set.paths), loaded.config, height=height, reference=reference,
+                                person_crops=person_crops))
+    return Session(loaded, reference, qat_model, parity_set, calibration_set, height, calibration_height or height,
+                   inputs, ReferenceOutputs(TorchModelRunner(reference), inputs), warnings=warnings)
+
+
+def thresholds_for(precision: str, **overrides: Any) -> Thresholds:
+    """The default gates of ``precision`` with the given ones replaced (``None`` keeps the default)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(default_thresholds(precision), **given)
+
+
+def export(session: Session, target: Any, out: str | Path, *, precision: Optional[str] = None, name: Optional[str] = None,
+           force: bool = False, thresholds: Optional[Thresholds] = None, run_parity: bool = True,
+           options: Optional[dict[str, Any]] = None, bounds=None, command: Optional[str] = None, log: Log = _quiet,
+           progress: Callable[[str], None] = lambda image_name: None) -> ExportOutcome:
+    """Export ``session``'s model to ``target`` (``ptl``, ``pte``, ``onnx``, ``coreml``, or a configured
+    :class:`~alisnet_export.exporters.base.Exporter` such as ``PteExporter(bundled_program=True)``) in folder
+    ``out``: ``NAME.<ext>``, ``NAME.manifest.json``, ``NAME.golden.algv`` and ``NAME.parity.json``.
+
+    ``precision`` defaults to the format's default (int8; Core ML fp16). ``options``: the exporter's own
+    (e.g. ``{"opset": 18}`` for ONNX, ``{"keep_float": {"layers": [...]}}`` for ptl). The returned
+    outcome's ``passed`` is False when a gate failed; the artifact is then written and marked failed."""
+    from ._io import check_writable
+    from .bundle import exporter_for
+    from .exporters.base import ExportJob
+    from .manifest import input_section, output_section, provenance_section
+    from .pipeline import export_single, single_export_paths
+
+    exporter = exporter_for(target) if isinstance(target, str) else target
+    precision = precision or exporter.default_precision
+    exporter.check_precision(precision)
+    cfg, out = session.config, Path(out)
+    bounds = exporter.bounds_for(cfg, bounds)
+    name = name or f"{cfg.name}-{precision}"
+    check_writable(single_export_paths(exporter, out, name), force)  # fail before any work
+    for input_name, x in session.inputs:
+        bounds.check(x.shape[2], x.shape[3], what=f"parity input {input_name}")
+    thresholds = thresholds or default_thresholds(precision)
+    metadata = {
+        "variant": cfg.name,
+        "input": input_section(cfg, height=session.height, min_hw=bounds.min_hw, max_hw=bounds.max_hw,
+                               min_pixels=bounds.min_pixels),
+        "output": output_section(cfg),
+        "provenance": provenance_section(),
+    }
+    job_options: dict[str, Any] = {"metadata": metadata, "parity_images": session.parity_set.to_dict(), **(options or {})}
+    if (job_options.get("keep_float") or {}).get("auto"):
+        # --keep-float auto searches on the calibration images, never on the parity images that then judge it
+        job_options["keep_float"] = {**job_options["keep_float"], "thresholds": thresholds,
+                                     "inputs": [(f"calibration-{i}", x.numpy()) for i, x in enumerate(session.calibration())]}
+    if session.loaded.is_qat:  # the QAT checkpoint fixed how it is quantized
+        job_options["qat_info"] = {k: v for k, v in session.loaded.qat.items() if k != "options"}
+        job_options["eager_quant"] = dict(session.loaded.qat.get("options", {}))
+    elif precision == "int8" and session.calibration_set is not None:
+        job_options["calibration_info"] = {**session.calibration_set.to_dict(), "height": session.calibration_height}
+    job = ExportJob(session.loaded, session.reference, precision, session.calibration, bounds, options=job_options,
+                    log=log, qat_model=session.qat_model)
+    return export_single(exporter, job, out_dir=out, name=name, force=force, reference=session.reference_outputs,
+                         golden_source=session.golden, height=session.height, thresholds=thresholds,
+                         run_parity_gate=run_parity, command=command, progress=progress)
+
+
+def bundle(session: Session, targets: str | Sequence[Any], out: str | Path, *, float_: bool = False, force: bool = False,
+           thresholds: Optional[Callable[[str], Thresholds]] = None, command: Optional[str] = None, log: Log = _quiet,
+           on_target: Callable[[Any, str], None] = lambda target, stage: None,
+           progress: Callable[[str], None] = lambda image_name: None):
+    """Every target (``"ptl,pte,onnx,coreml"``, ``"ptl:float32,onnx"``, or parsed targets) in one bundle folder
+    ``out`` (+ ``out.zip``) with one manifest, one golden file and the emitted parity suite."""
+    from .bundle import build_bundle, check_bundle_writable, parse_targets
+
+    parsed = parse_targets(targets, float_=float_) if isinstance(targets, str) else list(targets)
+    out = Path(out)
+    check_bundle_writable(out, force)
+    calibration_info = ({} if session.calibration_set is None
+                        else {**session.calibration_set.to_dict(), "height": session.calibration_height})
+    return build_bundle(
+        parsed, folder=out, force=force, loaded=session.loaded, reference_model=session.reference,
+        qat_model=session.qat_model, reference=session.reference_outputs, photos=list(session.parity_set.paths),
+        calibration=session.calibration, calibration_info=calibration_info, parity_images=session.parity_set.to_dict(),
+        golden_source=session.golden, height=session.height, thresholds=thresholds or default_thresholds,
+        command=command, log=log, on_target=on_target, progress=progress)
+
+
+def recheck(artifact: str | Path, *, reference: Optional[str | Path] = None, config: Optional[str] = None,
+            images: Sequence[str | Path] = (), height: Optional[int] = None, person_crops: bool = True,
+            precision: Optional[str] = None, thresholds: Optional[Callable[[str], Thresholds]] = None) -> list[Any]:
+    """Check shipped artifacts (a file, a NAME.manifest.json or a bundle folder) against the float
+    ``reference`` checkpoint (default: the embedded default) on ``images`` (default: the reference's parity
+    set), at ``height`` (default: the manifest's). Returns one result per artifact (``.report`` is None for an
+    artifact whose runtime cannot run here)."""
+    from .parity_check import check_target, resolve_targets
+    from .runtimes.torch_runners import TorchModelRunner
+    from .samples import default_image_sets, resolve_image_set
+    from .zoo import default_checkpoint
+
+    targets = resolve_targets(Path(artifact), precision)
+    loaded = load_checkpoint(Path(reference) if reference is not None else default_checkpoint().path, config)
+    model = loaded.build_model()
+    manifest_height = next((t.manifest["input"]["resize"]["height"] for t in targets if t.manifest), None)
+    height = height or manifest_height or 1024
+    photos = resolve_image_set(images, default=default_image_sets(loaded.sha256)[0])
+    inputs = list(parity_inputs(list(photos.paths), loaded.config, height=height, reference=model,
+                                person_crops=person_crops))
+    reference_fn = ReferenceOutputs(TorchModelRunner(model), inputs)
+    gates = thresholds or default_thresholds
+    return [check_target(t, reference_fn, loaded.config, inputs, thresholds=gates(t.precision)) for t in targets]
