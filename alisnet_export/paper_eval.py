@@ -189,13 +189,9 @@ def open_dataset(*, data: Optional[Path] = None, coco: Optional[Path] = None, im
         raise DataError("give either --data DIR (images/ + masks/) or --coco FILE.json --images DIR, not both or neither")
     given = read_boxes(boxes) if boxes is not None else {}
     if data is not None and str(data).startswith("testbed:"):
-        from .samples import resolve_image_set
+        from .data.testbed import testbed_dataset
 
-        chosen = resolve_image_set([str(data)], default=str(data)).paths  # renders the split on first use
-        root = chosen[0].parent.parent
-        folder = SegmentationFolder(root / "images", root / "masks")
-        keep = {p.name for p in chosen}
-        folder.pairs = [pair for pair in folder.pairs if pair[0].name in keep]
+        folder = testbed_dataset(str(data))  # renders the split on first use
         names = [image.stem for image, _ in folder.pairs]
         files = [image.name for image, _ in folder.pairs]
         dataset, description = folder, (f"{data}: {len(folder.pairs)} synthetic people at 1024x768 with exact masks "

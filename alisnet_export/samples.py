@@ -81,16 +81,9 @@ def _named_set(spec: str) -> Optional[list[Path]]:
     if spec == SAMPLES:
         return sample_image_paths()
     if spec.startswith(TESTBED_PREFIX):
-        from .data.testbed import SPLITS, testbed_images
+        from .data.testbed import parse_testbed_spec, testbed_images
 
-        parts = spec[len(TESTBED_PREFIX):].split(":")
-        if len(parts) > 2 or parts[0] not in SPLITS or (len(parts) == 2 and not parts[1].isdigit()):
-            raise DataError(f"{spec!r}: expected testbed:SPLIT or testbed:SPLIT:COUNT with SPLIT one of "
-                            f"{', '.join(SPLITS)}, e.g. testbed:calibration:32")
-        count = int(parts[1]) if len(parts) == 2 else None
-        if count == 0:
-            raise DataError(f"{spec!r}: COUNT must be at least 1")
-        return testbed_images(parts[0], count)
+        return testbed_images(*parse_testbed_spec(spec))
     return None
 
 

@@ -59,7 +59,8 @@ def _agreement_text(a: dict[str, float]) -> str:
 @click.argument("ckpt", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--config", metavar="NAME|FILE.json", help="Model variant (default: stored in the checkpoint).")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
-              help="Fine-tune on DIR/images/* with binary masks DIR/masks/* of the same file stems.")
+              help="Fine-tune on DIR/images/* with binary masks DIR/masks/* of the same file stems, or on "
+                   "testbed:train[:N] (the testbed, rendered on first use).")
 @click.option("--coco", "coco_json", type=click.Path(path_type=Path, dir_okay=False), metavar="JSON",
               help="Fine-tune on COCO-style person annotations (instances merged per image); needs --images.")
 @click.option("--images", "coco_images", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",

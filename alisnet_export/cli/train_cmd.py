@@ -87,7 +87,12 @@ def _folder_source(opts: dict[str, Any]) -> DataSource:
     from ..data import SegmentationFolder
 
     root: Path = opts["data_dir"]
-    data = SegmentationFolder(root / "images", root / "masks", cache=opts.get("cache_images", False))
+    if str(root).startswith("testbed:"):
+        from ..data.testbed import testbed_dataset
+
+        data = testbed_dataset(str(root), cache=opts.get("cache_images", False))
+    else:
+        data = SegmentationFolder(root / "images", root / "masks", cache=opts.get("cache_images", False))
     train, held = _split(data, opts["eval_images"], opts["seed"], str(root))
     return DataSource(train, held, f"{len(train)} of {data.describe()}")
 
@@ -206,7 +211,8 @@ def _prepare_state_dir(state_dir: Path, resume: Optional[Path], force: bool) -> 
 @click.command("train-demo")
 @click.option("--synthetic", is_flag=True, help="Train on generated synthetic people (exact masks, no files needed).")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
-              help="Train on DIR/images/* with binary masks DIR/masks/* of the same file stems.")
+              help="Train on DIR/images/* with binary masks DIR/masks/* of the same file stems, or on testbed:train[:N] "
+                   "(the exact-ground-truth testbed at 1024 x 768, rendered on first use).")
 @click.option("--coco", "coco_json", type=click.Path(path_type=Path, dir_okay=False), metavar="JSON",
               help="Train on COCO-style person annotations (instances merged per image); needs --images.")
 @click.option("--images", "coco_images", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",

@@ -108,3 +108,29 @@ def testbed_images(name: str, count: Optional[int] = None, *, root: Optional[Pat
         if progress:
             progress(i + 1)
     return out
+
+
+def parse_testbed_spec(spec: str) -> tuple[str, Optional[int]]:
+    """``"testbed:SPLIT[:COUNT]"`` -> ``(split, count or None)``; raises :class:`DataError` naming the form."""
+    from ..errors import DataError
+
+    parts = spec[len("testbed:"):].split(":") if spec.startswith("testbed:") else []
+    if not parts or len(parts) > 2 or parts[0] not in SPLITS or (len(parts) == 2 and not parts[1].isdigit()) \
+            or (len(parts) == 2 and int(parts[1]) == 0):
+        raise DataError(f"{spec!r}: expected testbed:SPLIT or testbed:SPLIT:COUNT with SPLIT one of "
+                        f"{', '.join(SPLITS)} and COUNT >= 1, e.g. testbed:calibration:32")
+    return parts[0], int(parts[1]) if len(parts) == 2 else None
+
+
+def testbed_dataset(spec: str, *, cache: bool = False):
+    """A :class:`~.datasets.SegmentationFolder` over ``testbed:SPLIT[:COUNT]`` (rendered on first use): the
+    form ``--data`` takes in ``train-demo``, ``qat`` and ``eval``."""
+    from .datasets import SegmentationFolder
+
+    name, count = parse_testbed_spec(spec)
+    paths = testbed_images(name, count)
+    root = paths[0].parent.parent
+    folder = SegmentationFolder(root / "images", root / "masks", cache=cache, check_sizes=False)
+    keep = {p.name for p in paths}
+    folder.pairs = [pair for pair in folder.pairs if pair[0].name in keep]
+    return folder
