@@ -21,9 +21,11 @@ PLANNED_TARGETS = ("pte", "onnx")
 @click.option("--targets", default="ptl", show_default=True, metavar="ptl[,onnx,pte]",
               help="int8 paths to debug. Only ptl (eager QNNPACK) is implemented so far.")
 @click.option("--images", type=click.Path(path_type=Path), multiple=True,
-              help="Photos (files or folders) to measure on. Default: the built-in public-domain samples.")
+              help="Photos (files, folders, or samples / testbed:heldout[:N]) to measure on. Default: the checkpoint's "
+                   "parity set (models/zoo.json).")
 @click.option("--calibration-images", type=click.Path(path_type=Path), multiple=True,
-              help="Images for post-training calibration (as `ptl`). Default: the built-in samples.")
+              help="Images for post-training calibration (as `ptl`). Default: the checkpoint's calibration set, "
+                   "never the images measured on.")
 @click.option("--height", default=1024, show_default=True, type=click.IntRange(64, 4096),
               help="Input height (multiple of 32).")
 @click.option("--calibration-height", type=click.IntRange(64, 4096), default=None,
@@ -54,7 +56,7 @@ def quant_report_command(reporter: Reporter, ckpt: Optional[Path], config: Optio
     from ..errors import DataError
     from ..pipeline import check_writable
     from ..quant_report import REPORT_FILES, build_ptl_int8, ptl_quant_report, write_quant_report
-    from ..samples import calibration_inputs, image_paths, parity_inputs
+    from ..samples import calibration_inputs, image_sets_for, parity_inputs
     from ._common import resolve_checkpoint
 
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
@@ -75,10 +77,12 @@ def quant_report_command(reporter: Reporter, ckpt: Optional[Path], config: Optio
     cfg = loaded.config
     reference = loaded.build_model()
     reporter.line(f"alisnet-export quant-report: {cfg.name} from {loaded.path} at {height} px -> {output}", bold=True)
-    photos = image_paths(list(images) or None)
-    inputs = list(parity_inputs(photos, cfg, height=height, reference=reference, person_crops=not no_person_crops))
-    calibration = calibration_inputs(image_paths(list(calibration_images) or None), cfg, height=calibration_height)
     log = lambda m: reporter.line(f"  {m}")  # noqa: E731
+    measured, calibration_set = image_sets_for(loaded.sha256, images, calibration_images, calibrate=True,
+                                               warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
+    inputs = list(parity_inputs(list(measured.paths), cfg, height=height, reference=reference,
+                                person_crops=not no_person_crops))
+    calibration = calibration_inputs(list(calibration_set.paths), cfg, height=calibration_height)
     models = build_ptl_int8(reference, calibration, equalize=not no_equalize, log=log)
     log(f"calibrated on {models.calibration_images} images; measuring {len(inputs)} images")
     section, baseline, reference_logits = ptl_quant_report(models, inputs, reference, top_k=top_k,
@@ -86,6 +90,7 @@ def quant_report_command(reporter: Reporter, ckpt: Optional[Path], config: Optio
     report: dict[str, Any] = {
         "checkpoint": str(loaded.path), "sha256": loaded.sha256, "variant": cfg.name, "height": height,
         "calibration_height": calibration_height, "images": [name for name, _ in inputs],
+        "image_sets": {"measured": measured.to_dict(), "calibration": calibration_set.to_dict()},
         "targets": {"ptl": section},
     }
     report["seconds"] = round(time.perf_counter() - start, 1)
