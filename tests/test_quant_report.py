@@ -161,7 +161,8 @@ def test_wrong_quantized_engine_gives_a_wrong_int8_ptl(demo, tmp_path):
 
 def test_quant_report_command_writes_json_html_and_pictures(run_cli, tmp_path):
     out = tmp_path / "qr"
-    code, stdout, err = run_cli("quant-report", "--height", H, "--top-k", "2", "--no-person-crops", "-o", out, "--json")
+    code, stdout, err = run_cli("quant-report", "--height", H, "--top-k", "2", "--no-person-crops", "--images", "testbed:heldout:2",
+                                "-o", out, "--json")
     assert code == 0, err
     result = json.loads(stdout)
     assert result["ok"] and len(result["attribution"]) == 2 and result["int8"]["mean_iou"] > 0

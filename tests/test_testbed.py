@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alisnet_export.data.testbed import SPLITS, TESTBED_HEIGHT, TESTBED_WIDTH, testbed_images, write_testbed_split
+from alisnet_export.data import testbed as tb
+from alisnet_export.data.testbed import SPLITS, TESTBED_HEIGHT, TESTBED_WIDTH, write_testbed_split
 from alisnet_export.errors import DataError
 from alisnet_export.samples import (
     FALLBACK_CALIBRATION_SET,
@@ -35,7 +36,7 @@ def test_splits_use_disjoint_seed_streams_and_render_different_people():
 
 
 def test_testbed_images_render_once_at_the_deployment_size_and_are_reused(tmp_path):
-    paths = testbed_images("calibration", 2, root=tmp_path)
+    paths = tb.testbed_images("calibration", 2, root=tmp_path)
     assert [p.name for p in paths] == ["000000.png", "000001.png"]
     with Image.open(paths[0]) as im:
         assert im.size == (TESTBED_WIDTH, TESTBED_HEIGHT)
@@ -45,7 +46,7 @@ def test_testbed_images_render_once_at_the_deployment_size_and_are_reused(tmp_pa
     image, person = SPLITS["calibration"].dataset(2)[0]
     assert np.array_equal(np.asarray(Image.open(paths[0])), image) and np.array_equal(mask > 0, person)
     before = paths[0].stat().st_mtime_ns
-    assert testbed_images("calibration", 2, root=tmp_path) == paths and paths[0].stat().st_mtime_ns == before
+    assert tb.testbed_images("calibration", 2, root=tmp_path) == paths and paths[0].stat().st_mtime_ns == before
     assert not list((tmp_path / "testbed" / "calibration" / "images").glob(".*tmp"))  # no temp file left behind
 
 

@@ -181,6 +181,7 @@ def qat_command(reporter: Reporter, **opts: Any) -> int:
         observed = eager.prepare(start, qat=False, options=options_q)
         eager.calibrate(observed, calibration)
         seeded = seed_activation_ranges(prepared, observed)
+        eager.disable_activation_observers(prepared)  # now: the checks below must not move the calibrated ranges
         reporter.line(f"{seeded} activation ranges seeded from PTQ calibration on {len(calibration)} images at {height} px "
                       f"({calibration_set.source})")
         ptq = eager.convert(observed)
