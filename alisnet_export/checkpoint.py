@@ -25,7 +25,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -401,6 +401,35 @@ def _extract(path: Path, obj: Any) -> tuple[dict[str, Any], str, dict[str, Any]]
     return raw, fmt, container
 
 
+#: layout version of native checkpoints (``"format"`` in the file). Files without the key are version 0, the
+#: layout before the key existed; :data:`_MIGRATIONS` upgrades an older layout one version at a time, as
+#: torchvision's ``_version`` / ``_load_from_state_dict`` do, so a later layout change migrates old files
+#: instead of failing on them.
+CHECKPOINT_FORMAT = 1
+
+
+def _v0_to_v1(container: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 -> 1: the same keys; version 1 only adds the ``format`` field."""
+    return {**container, "format": 1}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1}
+
+
+def migrate_container(path: Path, container: dict[str, Any]) -> dict[str, Any]:
+    """A native checkpoint's top-level dict upgraded to :data:`CHECKPOINT_FORMAT` (see :data:`_MIGRATIONS`)."""
+    version = container.get("format", 0)
+    if not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"{path}: unreadable checkpoint format {version!r}; expected an integer version")
+    if version > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {version} is newer than this alisnet-export reads "
+                              f"({CHECKPOINT_FORMAT}); upgrade alisnet-export (pip install -U alisnet-export).")
+    while version < CHECKPOINT_FORMAT:
+        container = _MIGRATIONS[version](container)
+        version = container["format"]
+    return container
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     config: ModelConfig | str | None = None,
@@ -415,6 +444,8 @@ def load_checkpoint(
     path = Path(path)
     obj = read_checkpoint_file(path)
     raw, fmt, container = _extract(path, obj)
+    if fmt == "native" and container:
+        container = migrate_container(path, container)
     cfg: Optional[ModelConfig]
     if isinstance(config, str):
         cfg = load_config(config)
@@ -517,6 +548,7 @@ def save_checkpoint(
         "model": sd,
         "config": config.to_dict(),
         "alisnet_export_version": __version__,
+        "format": CHECKPOINT_FORMAT,
         "meta": _plain(dict(meta or {}), "meta"),
     }
     if qat is not None:

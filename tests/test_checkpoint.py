@@ -206,3 +206,22 @@ def test_atomic_write_refuses_existing_and_unwritable_outputs(tmp_path):
         ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
         with pytest.raises(OutputError, match="not writable"):
             atomic_write(ro / "c.bin", lambda p: p.write_bytes(b"x"))
+
+
+def test_native_checkpoints_carry_a_format_version_and_old_layouts_migrate(tmp_path, random_model, mnasnet_config):
+    from alisnet_export.checkpoint import CHECKPOINT_FORMAT, migrate_container, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "new.pth", random_model.state_dict(), mnasnet_config)
+    assert torch.load(path, weights_only=True)["format"] == CHECKPOINT_FORMAT
+    # a file written before the key existed (format 0) still loads, migrated
+    old = torch.load(path, weights_only=True)
+    del old["format"]
+    torch.save(old, tmp_path / "old.pth")
+    loaded = load_checkpoint(tmp_path / "old.pth")
+    assert loaded.config.name == mnasnet_config.name and loaded.source_format == "native"
+    assert migrate_container(tmp_path / "old.pth", old)["format"] == CHECKPOINT_FORMAT
+    # a file from a newer alisnet-export is refused with what to do
+    newer = {**old, "format": CHECKPOINT_FORMAT + 1}
+    torch.save(newer, tmp_path / "newer.pth")
+    with pytest.raises(CheckpointError, match="newer than this alisnet-export reads"):
+        load_checkpoint(tmp_path / "newer.pth")
