@@ -298,12 +298,12 @@ class EvalResult:
         lines += [f"- **protocol**: crop to the person box + {self.margin:.0%} margin, resize to {self.height} px "
                   "height (width a multiple of 32), logits upsampled to the crop, IoU at the crop's resolution "
                   "(ALiSNet Eq. 1); crowd pixels ignored", "",
-                  "| target | format | precision | size (MB) | images | person IoU per image, mean ± std (%) | mIoU (%) "
-                  "| IoU person / background (%) | pixel accuracy (%) |",
+                  "| target | format | precision | images | person IoU per image, mean ± std (%) | mIoU (%) "
+                  "| IoU person / background (%) | pixel accuracy (%) | size (MB) |",
                   "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in self.table_rows():
-            lines.append(f"| {r['target']} | {r['format']} | {r['precision']} | {r['size']} | {r['images']} | {r['fg']} "
-                         f"| {r['miou']} | {r['person_bg']} | {r['acc']} |")
+            lines.append(f"| {r['target']} | {r['format']} | {r['precision']} | {r['images']} | {r['fg']} | {r['miou']} "
+                         f"| {r['person_bg']} | {r['acc']} | {r['size']} |")
         lines += ["", "Size: the artifact file; for a float checkpoint, its weights at float32 (4 bytes a parameter)."]
         return "\n".join(lines) + "\n"
 
