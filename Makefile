@@ -33,17 +33,17 @@ install: $(STAMP)
 # The main job, on the embedded default (the paper's ALiSNet-MnasNet, trained on the exact-ground-truth testbed):
 # an int8 .ptl calibrated on testbed:calibration and gated on held-out testbed people it never trained or calibrated
 # on (testbed:heldout:8), one of them drawn float vs int8, and the parity report. Then the real-photo demo model
-# (MobileNetV2, distilled from a matting teacher) on two public-domain portraits: its float masks, and its int8 .ptl,
-# whose gate fails there because the float model itself is unsure on them; exit code 1 from that `ptl` means "a
-# parity gate failed" (the artifact is written and marked failed), any other non-zero code stops the demo.
+# (MobileNetV2, distilled from a matting teacher) on two public-domain portraits: its float masks, and its int8 .ptl.
+# Exit code 1 from `ptl`/`parity` means "a parity gate failed" (the artifact is written and marked failed; the
+# reports say where, and how unsure the float model is there); any other non-zero code stops the demo.
 DEFAULT_CKPT = $$($(PY) -c 'from alisnet_export.zoo import default_checkpoint; print(default_checkpoint().path)')
 REAL_PHOTOS_CKPT = $$($(PY) -c 'from alisnet_export.zoo import real_photos_checkpoint; print(real_photos_checkpoint().path)')
 demo: $(STAMP)
 	$(CLI) inspect
-	$(CLI) ptl --output $(DEMO_OUT) --force
+	$(CLI) ptl --output $(DEMO_OUT) --force || { test $$? -eq 1 && echo "demo: the int8 gate FAILED (exit 1) on held-out people where the float model is unsure; the report below shows where (README, 'Where int8 stands')"; }
 	$(CLI) predict --artifact $(DEMO_OUT)/alisnet_mnasnet-int8.ptl --compare-float --image testbed:heldout:1 --output $(DEMO_OUT) --force
 	$(CLI) parity $(DEMO_OUT)/alisnet_mnasnet-int8.ptl --reference "$(DEFAULT_CKPT)" \
-		--report $(DEMO_OUT)/parity-report --junit $(DEMO_OUT)/parity-junit.xml --worst 2
+		--report $(DEMO_OUT)/parity-report --junit $(DEMO_OUT)/parity-junit.xml --worst 2 || test $$? -eq 1
 	@echo "--- the real-photo demo model (its limits: models/README.md)"
 	$(CLI) predict "$(REAL_PHOTOS_CKPT)" --image tests/data/astronaut.png --image tests/data/grace_hopper.jpg --output $(DEMO_OUT)/real-photos --force
 	$(CLI) ptl "$(REAL_PHOTOS_CKPT)" --output $(DEMO_OUT)/real-photos --force || { test $$? -eq 1 && echo "real-photo model: its int8 gate FAILED on the studio portraits (exit 1), where the float model is unsure (see the float-uncertainty numbers above)"; }
