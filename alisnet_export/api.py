@@ -100,7 +100,9 @@ def prepare(ckpt: Optional[str | Path | LoadedCheckpoint] = None, *, config: Opt
         warnings.append(message)
         log(f"warning: {message}")
 
-    parity_set, calibration_set = image_sets_for(loaded.sha256, images, calibration_images,
+    # a QAT checkpoint checks on the image sets of the float checkpoint it was fine-tuned from
+    source_sha256 = (loaded.qat or {}).get("float_checkpoint_sha256") if loaded.is_qat else loaded.sha256
+    parity_set, calibration_set = image_sets_for(source_sha256, images, calibration_images,
                                                  calibrate=calibrate and not loaded.is_qat, warn=warn)
     inputs = list(parity_inputs(list(parity_set.paths), loaded.config, height=height, reference=reference,
                                 person_crops=person_crops))
