@@ -30,9 +30,9 @@ def demo():
     from alisnet_export.checkpoint import load_checkpoint
     from alisnet_export.quant_report import build_ptl_int8
     from alisnet_export.samples import calibration_inputs, image_paths, parity_inputs
-    from alisnet_export.zoo import default_checkpoint
+    from alisnet_export.zoo import real_photos_checkpoint
 
-    loaded = load_checkpoint(default_checkpoint().path, None)
+    loaded = load_checkpoint(real_photos_checkpoint().path, None)  # the MobileNetV2 demo: layer names below are its
     reference = loaded.build_model()
     paths = image_paths(None)
     # 256 px: at 128 px the demo's float masks are too unsure for int8 IoU to say anything about one layer
