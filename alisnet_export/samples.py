@@ -15,7 +15,6 @@ mask, +10% margin) at the same height.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from ._io import sha256_file
 from .config import ModelConfig
 from .errors import DataError
 from .preprocess import IMAGE_SUFFIXES, load_rgb_image, mask_to_original, person_box, preprocess
@@ -110,10 +110,6 @@ def default_image_sets(checkpoint_sha256: Optional[str]) -> tuple[str, str]:
     return FALLBACK_PARITY_SET, FALLBACK_CALIBRATION_SET
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def calibration_warnings(calibration: ImageSet, parity: ImageSet) -> list[str]:
     """What is wrong with calibrating on ``calibration`` and checking parity on ``parity``: too few
     images, or images shared with the parity set (same file or same bytes)."""
@@ -122,8 +118,8 @@ def calibration_warnings(calibration: ImageSet, parity: ImageSet) -> list[str]:
         out.append(f"calibrating on {len(calibration.paths)} image(s) ({calibration.source}); fewer than "
                    f"{MIN_CALIBRATION_IMAGES} fit the int8 ranges to a handful of photos. Pass --calibration-images "
                    "with >= 32 images of the model's domain.")
-    parity_digests = {_digest(p): p for p in parity.paths}
-    shared = [p for p in calibration.paths if _digest(p) in parity_digests]
+    parity_digests = {sha256_file(p): p for p in parity.paths}
+    shared = [p for p in calibration.paths if sha256_file(p) in parity_digests]
     if shared:
         out.append(f"{len(shared)} calibration image(s) are also parity images ({', '.join(p.name for p in shared[:3])}"
                    f"{'...' if len(shared) > 3 else ''}): the parity gate then measures the calibration set itself. "
