@@ -29,7 +29,7 @@ from .parity import Thresholds, default_thresholds
 from .pipeline import ExportOutcome, ReferenceOutputs
 from .samples import ImageSet, calibration_inputs, golden_source, image_sets_for, parity_inputs
 
-__all__ = ["Session", "prepare", "export", "bundle", "recheck", "thresholds_for"]
+__all__ = ["Session", "prepare", "export", "bundle", "RecheckPlan", "plan_recheck", "recheck", "thresholds_for"]
 
 Log = Callable[[str], None]
 
@@ -188,26 +188,56 @@ def bundle(session: Session, targets: str | Sequence[Any], out: str | Path, *, f
         command=command, log=log, on_target=on_target, progress=progress)
 
 
-def recheck(artifact: str | Path, *, reference: Optional[str | Path] = None, config: Optional[str] = None,
-            images: Sequence[str | Path] = (), height: Optional[int] = None, person_crops: bool = True,
-            precision: Optional[str] = None, thresholds: Optional[Callable[[str], Thresholds]] = None) -> list[Any]:
-    """Check shipped artifacts (a file, a NAME.manifest.json or a bundle folder) against the float
-    ``reference`` checkpoint (default: the embedded default) on ``images`` (default: the reference's parity
-    set), at ``height`` (default: the manifest's). Returns one result per artifact (``.report`` is None for an
-    artifact whose runtime cannot run here)."""
-    from .parity_check import check_target, resolve_targets
+@dataclass
+class RecheckPlan:
+    """What re-checking shipped artifacts needs, prepared once for all of them (see :func:`plan_recheck`)."""
+
+    targets: list[Any]  # parity_check targets: each artifact with its manifest
+    loaded: LoadedCheckpoint  # the float reference checkpoint
+    model: torch.nn.Module
+    height: int
+    inputs: list[tuple[str, np.ndarray]]
+    reference: ReferenceOutputs  # each input's float logits (and tie zone), once for all targets
+
+
+def plan_recheck(artifact: str | Path, *, reference: Optional[str | Path] = None, config: Optional[str] = None,
+                 images: Sequence[str | Path] = (), height: Optional[int] = None, person_crops: bool = True,
+                 precision: Optional[str] = None) -> RecheckPlan:
+    """Resolve ``artifact`` (a file, a NAME.manifest.json or a bundle folder), load the float ``reference``
+    (default: the embedded default; a QAT checkpoint is refused) and preprocess ``images`` (default: the
+    reference's parity set) at ``height`` (default: the manifest's, else 1024)."""
+    from .errors import DataError
+    from .parity_check import resolve_targets
     from .runtimes.torch_runners import TorchModelRunner
     from .samples import default_image_sets, resolve_image_set
     from .zoo import default_checkpoint
 
     targets = resolve_targets(Path(artifact), precision)
-    loaded = load_checkpoint(Path(reference) if reference is not None else default_checkpoint().path, config)
+    path = Path(reference) if reference is not None else default_checkpoint().path
+    loaded = load_checkpoint(path, config)
+    if loaded.is_qat:
+        raise DataError(f"{path}: a QAT checkpoint; --reference must be the float model the artifact should match")
     model = loaded.build_model()
     manifest_height = next((t.manifest["input"]["resize"]["height"] for t in targets if t.manifest), None)
     height = height or manifest_height or 1024
+    if height % 32:
+        raise DataError(f"--height {height} is not a multiple of 32")
     photos = resolve_image_set(images, default=default_image_sets(loaded.sha256)[0])
     inputs = list(parity_inputs(list(photos.paths), loaded.config, height=height, reference=model,
                                 person_crops=person_crops))
-    reference_fn = ReferenceOutputs(TorchModelRunner(model), inputs)
+    return RecheckPlan(targets, loaded, model, height, inputs, ReferenceOutputs(TorchModelRunner(model), inputs))
+
+
+def recheck(artifact: str | Path, *, reference: Optional[str | Path] = None, config: Optional[str] = None,
+            images: Sequence[str | Path] = (), height: Optional[int] = None, person_crops: bool = True,
+            precision: Optional[str] = None, thresholds: Optional[Callable[[str], Thresholds]] = None) -> list[Any]:
+    """Check shipped artifacts against the float ``reference`` checkpoint (:func:`plan_recheck` says which
+    images, at which height). Returns one result per artifact (``.report`` is None for an artifact whose
+    runtime cannot run here)."""
+    from .parity_check import check_target
+
+    plan = plan_recheck(artifact, reference=reference, config=config, images=images, height=height,
+                        person_crops=person_crops, precision=precision)
     gates = thresholds or default_thresholds
-    return [check_target(t, reference_fn, loaded.config, inputs, thresholds=gates(t.precision)) for t in targets]
+    return [check_target(t, plan.reference, plan.loaded.config, plan.inputs, thresholds=gates(t.precision))
+            for t in plan.targets]

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from ._common import Reporter, check_multiple_of_32, json_option, pass_reporter
+from ._common import Reporter, json_option, pass_reporter
 from .export_cmd import _THRESHOLD_OPTIONS, _thresholds
 
 __all__ = ["COMMANDS"]
@@ -53,35 +53,22 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
     """
     from tqdm import tqdm
 
-    from ..checkpoint import load_checkpoint
     from ..errors import DataError
-    from ..parity_check import check_target, resolve_targets
-    from ..pipeline import ReferenceOutputs
+    from .. import api
+    from ..parity_check import check_target
     from ..reports import denormalize, write_junit, write_reports
-    from ..runtimes.torch_runners import TorchModelRunner
-    from ..samples import default_image_sets, parity_inputs, resolve_image_set
 
     if reference_ckpt is None:
         raise DataError("missing --reference CKPT: parity needs the float checkpoint the artifacts must match")
-    targets = resolve_targets(target, precision)
-    loaded = load_checkpoint(reference_ckpt, config)
-    if loaded.is_qat:
-        raise DataError(f"{reference_ckpt}: a QAT checkpoint; --reference must be the float model the artifact should match")
-    cfg = loaded.config
-    model = loaded.build_model()
+    plan = api.plan_recheck(target, reference=reference_ckpt, config=config, images=images, height=height,
+                            person_crops=not no_person_crops, precision=precision)
+    targets, loaded, cfg, inputs, reference_fn = plan.targets, plan.loaded, plan.loaded.config, plan.inputs, plan.reference
+    height = plan.height
     for t in targets:
         recorded = (t.manifest or {}).get("model", {}).get("checkpoint", {}).get("sha256")
         if recorded and recorded != loaded.sha256 and (t.manifest or {}).get("model", {}).get("checkpoint", {}).get("kind") == "float":
             reporter.line(f"warning: {t.name} was exported from a checkpoint with sha256 {recorded[:12]}..., "
                           f"not {reference_ckpt} ({loaded.sha256[:12]}...)", fg="yellow")
-    manifest_height = next((t.manifest["input"]["resize"]["height"] for t in targets if t.manifest), None)
-    height = height or manifest_height or 1024
-    check_multiple_of_32(("--height", height))
-    reference = TorchModelRunner(model)
-    photos = resolve_image_set(images, default=default_image_sets(loaded.sha256)[0])
-    inputs = list(parity_inputs(list(photos.paths), cfg, height=height, reference=model,
-                                person_crops=not no_person_crops))
-    reference_fn = ReferenceOutputs(reference, inputs)  # each image's float logits (and tie zone) once for all targets
 
     results = []
     for t in targets:
