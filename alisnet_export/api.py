@@ -3,6 +3,7 @@
     >>> from alisnet_export import api
     >>> session = api.prepare()                          # the embedded default, its parity and calibration sets
     >>> outcome = api.export(session, "ptl", "out/")     # int8 .ptl + manifest + golden + parity report
+    >>> api.export(session, "onnx", "out/", options={"ort_format": True})  # a format's options: OnnxOptions
     >>> outcome.passed, outcome.record.entry["parity"]["summary"]["mean_iou"]
     >>> bundle = api.bundle(session, "ptl,onnx", "out/bundle/demo")
     >>> results = api.recheck("out/alisnet_mnasnet-int8.ptl", reference=session.loaded.path)
@@ -118,22 +119,33 @@ def thresholds_for(precision: str, **overrides: Any) -> Thresholds:
 
 def export(session: Session, target: Any, out: str | Path, *, precision: Optional[str] = None, name: Optional[str] = None,
            force: bool = False, thresholds: Optional[Thresholds] = None, run_parity: bool = True,
-           options: Optional[dict[str, Any]] = None, bounds=None, command: Optional[str] = None, log: Log = _quiet,
+           options: Any = None, bounds=None, command: Optional[str] = None, log: Log = _quiet,
            progress: Callable[[str], None] = lambda image_name: None) -> ExportOutcome:
-    """Export ``session``'s model to ``target`` (``ptl``, ``pte``, ``onnx``, ``coreml``, or a configured
-    :class:`~alisnet_export.exporters.base.Exporter` such as ``PteExporter(bundled_program=True)``) in folder
-    ``out``: ``NAME.<ext>``, ``NAME.manifest.json``, ``NAME.golden.algv`` and ``NAME.parity.json``.
+    """Export ``session``'s model to ``target`` in folder ``out``: ``NAME.<ext>``, ``NAME.manifest.json``,
+    ``NAME.golden.algv`` and ``NAME.parity.json``.
 
-    ``precision`` defaults to the format's default (int8; Core ML fp16). ``options``: the exporter's own
-    (e.g. ``{"opset": 18}`` for ONNX, ``{"keep_float": {"layers": [...]}}`` for ptl). The returned
-    outcome's ``passed`` is False when a gate failed; the artifact is then written and marked failed."""
+    ``target``: a format name (``ptl``, ``pte``, ``onnx``, ``coreml``: a row of
+    :data:`alisnet_export.formats.FORMATS`) with its ``options`` (that exporter's options dataclass, e.g.
+    ``PtlOptions(keep_float=KeepFloat(auto=True))`` or ``OnnxOptions(ort_format=True)``, or a dict of its
+    fields), or an already configured :class:`~alisnet_export.exporters.base.Exporter`. ``precision``
+    defaults to the format's default (int8; Core ML fp16). The returned outcome's ``passed`` is False when a
+    gate failed; the artifact is then written and marked failed."""
     from ._io import check_writable
-    from .bundle import exporter_for
+    from .errors import DataError
     from .exporters.base import ExportJob
+    from .formats import format_spec
     from .manifest import input_section, output_section, provenance_section
     from .pipeline import export_single, single_export_paths
 
-    exporter = exporter_for(target) if isinstance(target, str) else target
+    if isinstance(target, str):
+        try:
+            exporter = format_spec(target).new_exporter(options)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    elif options is not None:
+        raise DataError("options go with a format name; a configured exporter already has its own")
+    else:
+        exporter = target
     precision = precision or exporter.default_precision
     exporter.check_precision(precision)
     cfg, out = session.config, Path(out)
@@ -142,7 +154,6 @@ def export(session: Session, target: Any, out: str | Path, *, precision: Optiona
     check_writable(single_export_paths(exporter, out, name), force)  # fail before any work
     for input_name, x in session.inputs:
         bounds.check(x.shape[2], x.shape[3], what=f"parity input {input_name}")
-    thresholds = thresholds or default_thresholds(precision)
     metadata = {
         "variant": cfg.name,
         "input": input_section(cfg, height=session.height, min_hw=bounds.min_hw, max_hw=bounds.max_hw,
@@ -150,20 +161,16 @@ def export(session: Session, target: Any, out: str | Path, *, precision: Optiona
         "output": output_section(cfg),
         "provenance": provenance_section(),
     }
-    job_options: dict[str, Any] = {"metadata": metadata, "parity_images": session.parity_set.to_dict(), **(options or {})}
-    if (job_options.get("keep_float") or {}).get("auto"):
-        # --keep-float auto searches on the calibration images, never on the parity images that then judge it
-        job_options["keep_float"] = {**job_options["keep_float"], "thresholds": thresholds,
-                                     "inputs": [(f"calibration-{i}", x.numpy()) for i, x in enumerate(session.calibration())]}
-    if session.loaded.is_qat:  # the QAT checkpoint fixed how it is quantized
-        job_options["qat_info"] = {k: v for k, v in session.loaded.qat.items() if k != "options"}
-        job_options["eager_quant"] = dict(session.loaded.qat.get("options", {}))
-    elif precision == "int8" and session.calibration_set is not None:
-        job_options["calibration_info"] = {**session.calibration_set.to_dict(), "height": session.calibration_height}
-    job = ExportJob(session.loaded, session.reference, precision, session.calibration, bounds, options=job_options,
-                    log=log, qat_model=session.qat_model)
+    calibration_info = ({**session.calibration_set.to_dict(), "height": session.calibration_height}
+                        if precision == "int8" and session.calibration_set is not None and not session.loaded.is_qat
+                        else {})
+    job = ExportJob(session.loaded, session.reference, precision, session.calibration, bounds, log=log,
+                    qat_model=session.qat_model, metadata=metadata, parity_images=session.parity_set.to_dict(),
+                    qat_info=dict(session.loaded.qat) if session.loaded.is_qat else {},
+                    calibration_info=calibration_info)
     return export_single(exporter, job, out_dir=out, name=name, force=force, reference=session.reference_outputs,
-                         golden_source=session.golden, height=session.height, thresholds=thresholds,
+                         golden_source=session.golden, height=session.height,
+                         thresholds=thresholds or default_thresholds(precision),
                          run_parity_gate=run_parity, command=command, progress=progress)
 
 

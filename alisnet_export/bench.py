@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import DataError, ExportError, OutputError
+from .formats import bench_targets
 
 __all__ = [
     "BenchOptions",
@@ -49,8 +50,8 @@ __all__ = [
 
 #: int8 exports of these configs are measured for Table 1 (random weights: the size does not depend on them)
 TABLE1_INT8 = ("mnasnet_fpn_pointrend", "alisnet_mnasnet")
-#: every target this machine can run (Core ML predicts on macOS only)
-DEFAULT_TARGETS = ("ptl:int8", "ptl:float32", "pte:int8", "pte:float32", "onnx:int8", "onnx:float32")
+#: every target this machine can run (Core ML predicts on macOS only): the formats table's bench column
+DEFAULT_TARGETS = bench_targets()
 README_BEGIN = "<!-- bench:begin (written by `make bench`; do not edit by hand) -->"
 README_END = "<!-- bench:end -->"
 

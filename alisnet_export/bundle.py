@@ -37,6 +37,7 @@ import numpy as np
 from ._io import atomic_write, current_umask, ensure_folder, refuse_existing, sha256_file
 from .errors import AlisnetError, DataError, OutputError
 from .exporters.base import Exporter, ExportJob, SizeBounds
+from .formats import Target, parse_targets
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
 from .parity import Thresholds
@@ -44,12 +45,9 @@ from .pipeline import ArtifactRecord, ReferenceOutputs, golden_tensors, produce_
 from .preprocess import logits_to_mask
 
 __all__ = [
-    "FORMATS",
-    "DEFAULT_TARGETS",
     "Target",
     "TargetResult",
     "BundleOutcome",
-    "exporter_for",
     "parse_targets",
     "common_bounds",
     "bundle_paths",
@@ -57,90 +55,11 @@ __all__ = [
     "build_bundle",
 ]
 
-FORMATS = ("ptl", "pte", "onnx", "coreml")
-DEFAULT_TARGETS = "ptl,pte,onnx,coreml"
 MANIFEST = "manifest.json"
 GOLDEN = "golden.algv"
 SUMMARY = "summary.json"
 #: the emitted parity suite stores float logits per photo: above this height the .npz gets large
 TESTS_MAX_HEIGHT = 384
-
-#: precision spellings accepted after ``TARGET:``, by format
-_PRECISION_ALIASES = {
-    "ptl": {"int8": "int8", "float32": "float32", "float": "float32", "fp32": "float32"},
-    "pte": {"int8": "int8", "float32": "float32", "float": "float32", "fp32": "float32"},
-    "onnx": {"int8": "int8", "float32": "float32", "float": "float32", "fp32": "float32"},
-    "coreml": {"float16": "float16", "fp16": "float16", "float": "float16", "int8": "int8-weights",
-               "int8-weights": "int8-weights", "palettize4": "palettized4-weights",
-               "palettized4-weights": "palettized4-weights"},
-}
-#: what ``--float`` means for each format (Core ML computes in fp16 whatever the weights are)
-_FLOAT_PRECISION = {"ptl": "float32", "pte": "float32", "onnx": "float32", "coreml": "float16"}
-
-
-def exporter_for(fmt: str) -> Exporter:
-    if fmt == "ptl":
-        from .exporters.ptl import PtlExporter
-
-        return PtlExporter()
-    if fmt == "pte":
-        from .exporters.pte import PteExporter
-
-        return PteExporter()
-    if fmt == "onnx":
-        from .exporters.onnx import OnnxExporter
-
-        return OnnxExporter()
-    if fmt == "coreml":
-        from .exporters.coreml import CoreMLExporter
-
-        return CoreMLExporter()
-    raise ValueError(f"unknown format {fmt!r}")
-
-
-@dataclass(frozen=True)
-class Target:
-    format: str
-    precision: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.format}-{self.precision}"
-
-
-def _default_precision(fmt: str) -> str:
-    return {"ptl": "int8", "pte": "int8", "onnx": "int8", "coreml": "float16"}[fmt]
-
-
-def parse_targets(text: str, *, float_: bool = False) -> list[Target]:
-    """``"ptl,onnx:float32,coreml:int8"`` -> targets. Raises ``ValueError`` with the accepted names.
-
-    A target without ``:PRECISION`` gets its format's default (int8; Core ML float16), or its float
-    precision with ``float_``.
-    """
-    targets: list[Target] = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        fmt, _, precision = item.partition(":")
-        fmt = fmt.strip().lower()
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown target {fmt!r}; choose from {', '.join(FORMATS)} "
-                             "(optionally TARGET:PRECISION, e.g. ptl:float32)")
-        if precision:
-            aliases = _PRECISION_ALIASES[fmt]
-            if precision.strip().lower() not in aliases:
-                raise ValueError(f"{fmt}: unknown precision {precision!r}; choose from {', '.join(aliases)}")
-            precision = aliases[precision.strip().lower()]
-        else:
-            precision = _FLOAT_PRECISION[fmt] if float_ else _default_precision(fmt)
-        target = Target(fmt, precision)
-        if target in targets:
-            raise ValueError(f"target {target.id} is listed twice")
-        targets.append(target)
-    if not targets:
-        raise ValueError(f"no targets given; e.g. --targets {DEFAULT_TARGETS}")
-    return targets
 
 
 def common_bounds(exporters: Sequence[Exporter], config: Any) -> SizeBounds:
@@ -272,7 +191,7 @@ def build_bundle(
     folder, zip_path = bundle_paths(folder)
     check_bundle_writable(folder, force)
     cfg = loaded.config
-    exporters = {t: exporter_for(t.format) for t in targets}
+    exporters = {t: t.spec.new_exporter() for t in targets}
     for t, e in exporters.items():
         e.check_precision(t.precision)
     bounds = common_bounds(list(exporters.values()), cfg)
@@ -304,16 +223,11 @@ def build_bundle(
         for target in targets:
             exporter = exporters[target]
             on_target(target, "export")
-            options: dict[str, Any] = {"metadata": metadata}
-            if parity_images is not None:
-                options["parity_images"] = parity_images
-            if loaded.is_qat:
-                options["qat_info"] = {k: v for k, v in loaded.qat.items() if k != "options"}
-                options["eager_quant"] = dict(loaded.qat.get("options", {}))
-            else:
-                options["calibration_info"] = dict(calibration_info)
             job = ExportJob(loaded, reference_model, target.precision, calibration, exporter.bounds_for(cfg, bounds),
-                            options=options, log=lambda m, t=target: log(f"[{t.id}] {m}"), qat_model=qat_model)
+                            log=lambda m, t=target: log(f"[{t.id}] {m}"), qat_model=qat_model, metadata=metadata,
+                            parity_images=parity_images,
+                            qat_info=dict(loaded.qat) if loaded.is_qat else {},
+                            calibration_info={} if loaded.is_qat else dict(calibration_info))
             start = time.perf_counter()
             try:
                 record = produce_artifact(exporter, job, out_dir=tmp, name=f"{cfg.name}-{target.id}", force=False,

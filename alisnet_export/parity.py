@@ -22,7 +22,7 @@ The same preprocessed input goes to the float model and to the artifact's runner
   itself is. Where it is large, any few-percent logit error (int8) flips those pixels, so no int8
   model can match the float mask there (:func:`uncertain_fraction`)
 
-Gates are per format/precision (:data:`DEFAULT_THRESHOLDS`): float exports near-exact, int8 exports
+Gates are per format/precision (:func:`default_thresholds`, from :data:`alisnet_export.formats.PRECISIONS`): float exports near-exact, int8 exports
 by mask agreement and boundary pixels. A report passes only when every gate passes.
 """
 
@@ -35,11 +35,12 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .formats import PRECISIONS
+
 __all__ = [
     "BODY_HEIGHTS",
     "ImageMetrics",
     "Thresholds",
-    "DEFAULT_THRESHOLDS",
     "default_thresholds",
     "describe_logits",
     "GateResult",
@@ -208,24 +209,6 @@ class Thresholds:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-#: documented defaults (README "Parity gates"); override with the commands' --max-abs-logit etc.
-DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    # float exports compute the same graph: only float rounding differs; outside PointRend's tie zone
-    "float32": Thresholds(max_abs_logit=1e-4, max_flip_fraction=0.001, min_mean_iou=0.999, min_image_iou=0.999),
-    # fp16 (Core ML default) rounds every activation
-    "float16": Thresholds(max_abs_logit=0.05, max_flip_fraction=0.01, min_mean_iou=0.995, min_image_iou=0.99,
-                          max_mean_boundary_px=0.5),
-    # int8: judged by what the product needs, mask agreement and boundary pixels
-    "int8": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
-                       max_image_boundary_p95_px=4.0, max_width_drift_px=4),
-    "int8-weights": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
-                               max_image_boundary_p95_px=4.0, max_width_drift_px=4),
-    # Core ML 4-bit palettized weights, fp16 activations: judged like int8 weights
-    "palettized4-weights": Thresholds(min_mean_iou=0.99, min_image_iou=0.98, max_mean_boundary_px=1.0,
-                                      max_image_boundary_p95_px=4.0, max_width_drift_px=4),
-}
-
-
 def describe_logits(summary: dict[str, Any]) -> str:
     """``max |dlogit| X`` for a one-line summary, with the tie-zone split when the float gate used it."""
     text = f"max |dlogit| {summary['max_abs_logit']:.3g}"
@@ -236,8 +219,10 @@ def describe_logits(summary: dict[str, Any]) -> str:
 
 
 def default_thresholds(precision: str) -> Thresholds:
+    """The documented default gates of ``precision`` (README "Parity gates"; their home is the formats table,
+    :data:`alisnet_export.formats.PRECISIONS`); override them with the commands' --min-mean-iou etc."""
     try:
-        return DEFAULT_THRESHOLDS[precision]
+        return Thresholds(**PRECISIONS[precision].gates)
     except KeyError:
         raise ValueError(f"no default parity thresholds for precision {precision!r}") from None
 

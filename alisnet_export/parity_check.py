@@ -19,7 +19,8 @@ from .errors import DataError, EnvironmentProblem
 from .manifest import read_manifest
 from .pipeline import artifact_sha256
 from .parity import GateResult, ParityReport, Thresholds, default_thresholds, run_parity
-from .runtimes.base import FORMAT_SUFFIXES, Runner, detect_format, runner_for
+from .formats import artifact_suffixes
+from .runtimes.base import Runner, detect_format, runner_for
 
 __all__ = ["Target", "resolve_targets", "renormalizer", "check_target", "CheckResult"]
 
@@ -40,7 +41,7 @@ class Target:
 
 
 def _is_artifact(path: Path) -> bool:
-    return path.suffix.lower() in FORMAT_SUFFIXES
+    return path.suffix.lower() in artifact_suffixes()
 
 
 def _targets_from_manifest(manifest_path: Path) -> list[Target]:

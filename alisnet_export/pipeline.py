@@ -9,6 +9,7 @@ the artifact marked ``failed`` in its manifest, and is reported to the caller (e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import numpy as np
 from ._io import atomic_write, check_writable, sha256_file
 from .errors import EnvironmentProblem
 from .exporters.base import ArtifactInfo, Exporter, ExportJob
+from .formats import PRECISIONS
 from .golden import encode_golden
 from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
 from .parity import GateResult, ParityReport, Thresholds, default_thresholds, run_parity
@@ -33,7 +35,6 @@ from .runtimes.torch_runners import TorchModelRunner
 
 __all__ = [
     "GOLDEN_HEIGHT",
-    "GOLDEN_TOLERANCES",
     "ReferenceOutputs",
     "ArtifactRecord",
     "ExportOutcome",
@@ -48,16 +49,6 @@ __all__ = [
 
 #: golden vectors are small: the on-device self-check runs them in a fraction of a second
 GOLDEN_HEIGHT = 256
-#: how closely an artifact must reproduce the golden outputs on a phone, by precision
-GOLDEN_TOLERANCES: dict[str, dict[str, Any]] = {
-    "float32": {"self_max_abs": 1e-3, "reference_max_abs": 1e-3, "reference_min_mask_iou": 0.999},
-    "float16": {"self_max_abs": 0.05, "reference_max_abs": 0.1, "reference_min_mask_iou": 0.99},
-    "int8": {"self_max_abs": 0.1, "reference_max_abs": None, "reference_min_mask_iou": 0.95},
-    "int8-weights": {"self_max_abs": 0.05, "reference_max_abs": None, "reference_min_mask_iou": 0.97},
-    "palettized4-weights": {"self_max_abs": 0.05, "reference_max_abs": None, "reference_min_mask_iou": 0.95},
-}
-
-
 class ReferenceOutputs:
     """The float model's logits per input name, computed once and shared by every artifact of a run."""
 
@@ -135,7 +126,7 @@ def produce_artifact(
 ) -> ArtifactRecord:
     """Export one artifact, run it, gate it, and move it into place with its parity report."""
     exporter.check_precision(job.precision)
-    job.options.setdefault("name", name)
+    job = dataclasses.replace(job, name=name, thresholds=thresholds or default_thresholds(job.precision))
     paths = planned_paths(exporter, out_dir, name)
     check_writable(list(paths.values()), force)
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_dir))
@@ -156,7 +147,7 @@ def produce_artifact(
         if run_parity_gate and runner is not None:
             report = run_parity(reference, runner, reference.inputs, artifact=paths["artifact"].name,
                                 format=exporter.format, precision=job.precision,
-                                thresholds=thresholds or default_thresholds(job.precision), progress=progress)
+                                thresholds=job.thresholds, progress=progress)
         golden_logits = runner(golden_input) if runner is not None else None
         parity_seconds = time.perf_counter() - start
         binary = exporter.runtime_sidecars(tmp, job, golden_input, golden_logits, info) if runner is not None else {}
@@ -190,14 +181,14 @@ def produce_artifact(
         "quantization": info.quantization,
         "runtime": info.runtime,
         "parity": _parity_entry(report, paths["parity"].name, not_run_reason, info.checks),
-        "golden_tolerances": GOLDEN_TOLERANCES[job.precision],
+        "golden_tolerances": dict(PRECISIONS[job.precision].golden),
     }
     if info.metadata:
         entry["metadata"] = info.metadata
     if fidelity is not None:
         entry["quantization"] = {**entry["quantization"], "export_fidelity": fidelity}
-    if report is not None and "parity_images" in job.options:
-        entry["parity"]["images"] = job.options["parity_images"]
+    if report is not None and job.parity_images is not None:
+        entry["parity"]["images"] = job.parity_images
     if report is None:
         paths.pop("parity")
     return ArtifactRecord(artifact, entry, info, report, export_seconds, parity_seconds, golden_logits, paths,

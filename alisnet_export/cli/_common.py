@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 
 import click
 
+from ..formats import human_size
+
 __all__ = [
     "parse_hw",
     "model_options",
@@ -36,10 +38,6 @@ def check_multiple_of_32(*options: tuple[str, int]) -> None:
     for option, value in options:
         if value % 32:
             raise DataError(f"{option} {value} is not a multiple of 32")
-
-
-def human_size(num_bytes: float) -> str:
-    return f"{num_bytes / 1e6:.2f} MB" if num_bytes >= 1e5 else f"{num_bytes / 1e3:.1f} kB"
 
 
 def json_option(f: Callable) -> Callable:

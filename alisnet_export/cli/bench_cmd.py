@@ -57,7 +57,7 @@ def bench_command(reporter: Reporter, ckpt: Optional[Path], output: Path, height
     """
     from ..bench import BenchOptions, run_bench
     from ..bench import update_readme as paste
-    from ..bundle import parse_targets
+    from ..formats import parse_targets
 
     try:
         target_ids = tuple(f"{t.format}:{t.precision}" for t in parse_targets(targets))

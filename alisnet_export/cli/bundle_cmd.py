@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import click
 
+from ..formats import bundle_targets
+
 from ._common import Reporter, check_multiple_of_32, human_size, json_option, model_options, pass_reporter, resolve_checkpoint
 from .export_cmd import _THRESHOLD_OPTIONS, _thresholds
 
@@ -23,7 +25,7 @@ def _threshold_options(f):
 
 
 def _parse_targets_option(ctx: click.Context, param: click.Parameter, value: str):
-    from ..bundle import parse_targets
+    from ..formats import parse_targets
 
     try:
         return parse_targets(value, float_=bool(ctx.params.get("float_")))
@@ -35,7 +37,7 @@ def _parse_targets_option(ctx: click.Context, param: click.Parameter, value: str
 @model_options
 @click.option("--float", "float_", is_flag=True, is_eager=True,
               help="Float artifacts: fp32 .ptl/.pte/.onnx (Core ML is fp16 either way).")
-@click.option("--targets", default="ptl,pte,onnx,coreml", show_default=True, callback=_parse_targets_option,
+@click.option("--targets", default=bundle_targets(), show_default=True, callback=_parse_targets_option,
               metavar="TARGET[:PRECISION],...",
               help="Formats to export, each at its default precision (int8; Core ML fp16) or --float, or an explicit "
                    "one: ptl:float32, onnx:int8, coreml:int8 (int8 weights), coreml:palettize4.")

@@ -93,7 +93,6 @@ def run_export(
     no_person_crops: bool,
     no_parity: bool,
     thresholds: dict[str, Any],
-    options: dict[str, Any],
     bounds=None,
 ) -> int:
     """The shared body of every single-format export command: parse, :func:`api.prepare`, :func:`api.export`, print."""
@@ -128,14 +127,21 @@ def run_export(
 
     outcome = api.export(
         session, exporter, output, precision=precision, name=name, force=force,
-        thresholds=_thresholds(precision, thresholds), run_parity=not no_parity, options=options, bounds=bounds,
+        thresholds=_thresholds(precision, thresholds), run_parity=not no_parity, bounds=bounds,
         command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),
         log=lambda m: reporter.line(f"  {m}"), progress=progress,
     )
     bar.close()
     _print_summary(reporter, exporter, outcome, time.perf_counter() - start)
+    reporter.result(_result(exporter, precision, outcome))
+    return 0 if outcome.passed else 1
+
+
+def _result(exporter, precision: str, outcome) -> dict[str, Any]:
+    """The ``--json`` result of an export."""
     record = outcome.record
-    reporter.result({
+    quantization = record.entry["quantization"]
+    return {
         "ok": outcome.passed,
         "format": exporter.format,
         "precision": precision,
@@ -144,53 +150,27 @@ def run_export(
         "manifest": str(outcome.manifest_path),
         "golden": str(outcome.golden_path),
         "parity": record.entry["parity"],
-        "quantization": record.entry["quantization"]["scheme"],
+        "quantization": quantization["scheme"],
         "export_seconds": record.export_seconds,
         "parity_seconds": record.parity_seconds,
         "files": {k: str(v) for k, v in record.files.items()},
-        **({"keep_float": record.entry["quantization"]["keep_float"]} if "keep_float" in record.entry["quantization"] else {}),
-    })
-    return 0 if outcome.passed else 1
-
-
-_SCHEME_TEXT = {
-    "eager-qat": "int8 converted from the QAT checkpoint",
-    "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
-    "ort-static-qdq": "int8 by ONNX Runtime static QDQ quantization of the convolutions (point geometry in float)",
-    "pt2e-ptq": "int8 backbone + head by PT2E post-training calibration (XNNPACK quantizer); PointRend float",
-    "none": "float32, not quantized",
-    "fp16": "float16 weights and compute (Core ML)",
-    "coreml-linear-weights": "int8 weights (linear, per channel), float16 compute (Core ML)",
-    "coreml-palettize-weights": "4-bit palettized weights, float16 compute (Core ML)",
-}
+        **({"keep_float": quantization["keep_float"]} if "keep_float" in quantization else {}),
+    }
 
 
 def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> None:
-    record = outcome.record
+    from ..formats import SCHEMES
+
+    record, spec = outcome.record, exporter.spec
     entry = record.entry
     scheme = entry["quantization"]["scheme"]
-    runtime = entry["runtime"]
-    detail = ""
-    if exporter.format == "ptl":
-        detail = f", bytecode v{runtime['bytecode_version']}, {len(runtime['operators'])} operators"
-    elif exporter.format == "coreml":
-        target = runtime["deployment_target"]
-        detail = (f", ML Program for iOS {target['ios']}+ / macOS {target['macos']}+, {runtime['input']['type']} input, "
-                  f"{len(runtime['operators'])} op types")
-    elif exporter.format == "onnx":
-        detail = f", opset {runtime['opset']}, {runtime['file_format']} format, ONNX Runtime >= {runtime['min_version']}"
-    delegation = None
-    if exporter.format == "pte":
-        detail = f", ExecuTorch {runtime['executorch']}, plans {human_size(runtime['planned_memory_bytes'])} of activations"
-        delegated, portable = runtime["delegated_ops"], runtime["portable_ops"]
-        delegation = (f"{sum(delegated.values())} ops in {runtime['delegated_subgraphs']} "
-                      f"{'/'.join(runtime['delegates'])} subgraphs; {sum(portable.values())} on portable kernels: "
-                      + ", ".join(f"{k.split('::')[-1]} x{v}" for k, v in portable.items()))
+    rows = spec.summary(entry["runtime"])
+    detail = "".join(text for label, text in rows if not label)
     reporter.line("")
     reporter.table([
         ("artifact", f"{record.path}  {human_size(entry['size_bytes'])}{detail}"),
-        ("precision", _SCHEME_TEXT.get(scheme, scheme)),
-        *([("delegation", delegation)] if delegation else []),
+        ("precision", SCHEMES.get(scheme, scheme)),
+        *[(label, text) for label, text in rows if label],
         ("parity", _parity_text(record)),
         ("also wrote", ", ".join([*(str(p.name) for k, p in record.files.items() if k != "artifact"),
                                   outcome.manifest_path.name, outcome.golden_path.name])),
@@ -212,16 +192,9 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
         return
     reporter.line("")
     reporter.line("Next steps:")
-    where = "on a Mac" if exporter.format == "coreml" else "any time, e.g. in CI"
-    reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it {where}")
-    if exporter.format == "onnx":
-        reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
-                      "your app and run it with ONNX Runtime (Android: com.microsoft.onnxruntime:onnxruntime-android, "
-                      "iOS: the onnxruntime-objc pod)")
-        return
-    harness = "android_harness/ or ios_harness/" if exporter.format in ("ptl", "pte") else "ios_harness/"
+    reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it {spec.recheck_where}")
     reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
-                  f"your app; {harness} README shows how")
+                  f"your app; {spec.app_hint}")
 
 
 def _parity_text(record) -> str:
@@ -283,30 +256,24 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
     Writes NAME.ptl, NAME.ops.yaml (selective-build op list), NAME.manifest.json,
     NAME.parity.json and NAME.golden.algv into --output.
     """
-    from ..exporters.ptl import PtlExporter
+    from ..exporters.ptl import PtlExporter, PtlOptions
+    from ..quantize.mixed_precision import KeepFloat
 
     if fold_bn and not float_:
         raise click.UsageError("--fold-bn applies to --float only (int8 always folds BatchNorm into its quantized convs)")
-    options = {
-        "bytecode_version": int(bytecode_version),
-        "eager_quant": {"per_channel": not per_tensor, "quantize_point_head": not float_point_head},
-        "fold_batchnorm": fold_bn,
-        "equalize": not no_equalize,
-    }
-    if keep_float:
-        if float_:
-            raise click.UsageError("--keep-float applies to int8 (with --float every layer is float)")
-        layers = [n.strip() for n in keep_float.split(",") if n.strip()]
-        if layers == ["auto"]:
-            options["keep_float"] = {"auto": True, "candidates": auto_candidates,
-                                     "max_size": None if max_size_mb is None else int(max_size_mb * 1e6)}
-        elif "auto" in layers or not layers:
-            raise click.UsageError("--keep-float takes `auto` or a comma-separated list of layer names")
-        else:
-            options["keep_float"] = {"layers": layers}
-    elif max_size_mb is not None:
+    if keep_float and float_:
+        raise click.UsageError("--keep-float applies to int8 (with --float every layer is float)")
+    if max_size_mb is not None and not keep_float:
         raise click.UsageError("--max-size applies to --keep-float auto")
-    return run_export(PtlExporter(), reporter=reporter, precision="float32" if float_ else "int8", options=options,
+    try:
+        spec = keep_float and KeepFloat.parse(keep_float, candidates=auto_candidates,
+                                              max_size=None if max_size_mb is None else int(max_size_mb * 1e6))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    options = PtlOptions(bytecode_version=int(bytecode_version), per_channel=not per_tensor,
+                         quantize_point_head=not float_point_head, fold_batchnorm=fold_bn, equalize=not no_equalize,
+                         keep_float=spec or None)
+    return run_export(PtlExporter(options), reporter=reporter, precision="float32" if float_ else "int8",
                       **_common_kwargs(kwargs))
 
 
@@ -338,13 +305,13 @@ def coreml_command(reporter: Reporter, weights: str, image_input: bool, min_size
     Writes NAME.mlpackage/, NAME.manifest.json, NAME.golden.algv (and NAME.parity.json on macOS).
     """
     from ..exporters.base import SizeBounds
-    from ..exporters.coreml import WEIGHT_MODES, CoreMLExporter
+    from ..exporters.coreml import CoreMLExporter, CoreMLOptions
 
     bounds = SizeBounds(min_hw=parse_hw(min_size, "--min-size", usage_error=True),
                         max_hw=parse_hw(max_size, "--max-size", usage_error=True))
-    precision = WEIGHT_MODES[weights][0]
-    return run_export(CoreMLExporter(), reporter=reporter, precision=precision, options={"image_input": image_input},
-                      bounds=bounds, **_common_kwargs(kwargs))
+    exporter = CoreMLExporter(CoreMLOptions(image_input=image_input))
+    return run_export(exporter, reporter=reporter, precision=exporter.spec.precision_named(weights), bounds=bounds,
+                      **_common_kwargs(kwargs))
 
 
 @click.command("pte")
@@ -372,14 +339,14 @@ def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_s
     and NAME.golden.algv into --output (and NAME.bpte with --bpte).
     """
     from ..exporters.base import SizeBounds
-    from ..exporters.pte import PteExporter
+    from ..exporters.pte import PteExporter, PteOptions
 
-    exporter = PteExporter(bundled_program=bundled_program)
+    exporter = PteExporter(PteOptions(per_channel=not per_tensor, equalize=not no_equalize,
+                                      bundled_program=bundled_program))
     default = exporter.default_bounds
     bounds = SizeBounds(parse_hw(min_size, "--min-size") or default.min_hw,
                         parse_hw(max_size, "--max-size") or default.max_hw)
-    return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8",
-                      options={"per_channel": not per_tensor, "equalize": not no_equalize}, bounds=bounds,
+    return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8", bounds=bounds,
                       **_common_kwargs(kwargs))
 
 

@@ -41,17 +41,17 @@ def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optiona
     NAME.golden.algv into --output.
     """
     from ..exporters.base import SizeBounds
-    from ..exporters.onnx import OnnxExporter, OrtExporter
+    from ..exporters.onnx import OnnxExporter, OnnxOptions
 
-    exporter = OrtExporter() if ort_format else OnnxExporter()
+    exporter = OnnxExporter(OnnxOptions(opset=opset, per_channel=not per_tensor, equalize=not no_equalize,
+                                        ort_format=ort_format))
     bounds = None
     if min_size or max_size:
         default = exporter.default_bounds
         bounds = SizeBounds(min_hw=parse_hw(min_size, "--min-size") or default.min_hw,
                             max_hw=parse_hw(max_size, "--max-size") or default.max_hw)
-    options = {"opset": opset, "per_channel": not per_tensor, "equalize": not no_equalize}
-    return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8", options=options,
-                      bounds=bounds, **_common_kwargs(kwargs))
+    return run_export(exporter, reporter=reporter, precision="float32" if float_ else "int8", bounds=bounds,
+                      **_common_kwargs(kwargs))
 
 
 COMMANDS = [onnx_command]

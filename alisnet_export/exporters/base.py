@@ -1,7 +1,9 @@
 """The one interface every format's exporter implements.
 
-An exporter turns an :class:`ExportJob` (checkpoint, float reference, precision, options) into one
-artifact written at a path it is given (a temporary name; the pipeline renames it into place only
+An exporter, configured by its typed options (:class:`ExportOptions` subclasses: ``PtlOptions``,
+``PteOptions``, ``OnnxOptions``, ``CoreMLOptions``; a format's variants such as ``.bpte``, ``.ort`` or Core
+ML's image input are fields of them), turns an :class:`ExportJob` (checkpoint, float reference, precision,
+what the session knows) into one artifact written at a path it is given (a temporary name; the pipeline renames it into place only
 after it is complete) and returns an :class:`ArtifactInfo` describing the artifact for the manifest.
 It does not run parity, write manifests or print: ``alisnet_export.pipeline`` does that, the same way
 for every format.
@@ -10,6 +12,7 @@ for every format.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
@@ -19,9 +22,10 @@ from torch import nn
 
 from ..checkpoint import LoadedCheckpoint
 from ..errors import DataError, ExportError
+from ..formats import FORMATS, FormatSpec
 from ..quantize.equalize import equalize_for_quantization
 
-__all__ = ["SizeBounds", "ExportJob", "ArtifactInfo", "Exporter"]
+__all__ = ["SizeBounds", "ExportOptions", "ExportJob", "ArtifactInfo", "Exporter"]
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,19 @@ class SizeBounds:
         return {arg: {2: 32 * h, 3: 32 * w}}
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """The options of one exporter (each format subclasses it; the fields are that format's knobs)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
 class ExportJob:
-    """Everything an exporter needs. ``calibration`` builds PTQ inputs lazily (only int8 paths call it);
-    exporters take them through :meth:`calibration_inputs`, which fits them into :attr:`bounds`."""
+    """Everything an exporter needs that is not one of its options. ``calibration`` builds PTQ inputs lazily
+    (only int8 paths call it); exporters take them through :meth:`calibration_inputs`, which fits them into
+    :attr:`bounds`."""
 
     loaded: LoadedCheckpoint
     reference: nn.Module  # the float model the artifact must match
@@ -88,17 +101,27 @@ class ExportJob:
     calibration: Callable[[], list[torch.Tensor]]
     bounds: SizeBounds = field(default_factory=SizeBounds)
     example_hw: tuple[int, int] = (256, 192)
-    options: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = lambda message: None
     qat_model: Optional[nn.Module] = None  # a fake-quantized (QAT) model, when the checkpoint is one
+    name: str = ""  # the artifact's base name (set by the pipeline): sidecars are named after it
+    #: what the artifact embeds about itself (variant, input and output sections, provenance)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: the manifest's record of the calibration images (set, source, files, height)
+    calibration_info: dict[str, Any] = field(default_factory=dict)
+    #: a QAT checkpoint's record (its ``qat`` section, quantization options included)
+    qat_info: dict[str, Any] = field(default_factory=dict)
+    #: the manifest's record of the parity images
+    parity_images: Optional[dict[str, Any]] = None
+    #: the parity gates this artifact will be judged by (searches such as ``--keep-float auto`` aim at them)
+    thresholds: Any = None
 
     def calibration_inputs(self) -> list[torch.Tensor]:
         return [self.bounds.fit(x) for x in self.calibration()]
 
-    def quantization_source(self, inputs: list[torch.Tensor]) -> tuple[nn.Module, dict[str, Any]]:
+    def quantization_source(self, inputs: list[torch.Tensor], *, equalize: bool = True) -> tuple[nn.Module, dict[str, Any]]:
         """The float model an int8 exporter quantizes: :attr:`reference` with its activation ranges
-        equalized on ``inputs`` (unless the ``equalize`` option is off), and the manifest's record of that."""
-        return equalize_for_quantization(self.reference, inputs, enabled=self.options.get("equalize", True), log=self.log)
+        equalized on ``inputs`` (unless ``equalize`` is off), and the manifest's record of that."""
+        return equalize_for_quantization(self.reference, inputs, enabled=equalize, log=self.log)
 
     def example_input(self) -> torch.Tensor:
         return torch.randn(1, 3, *self.example_hw, generator=torch.Generator().manual_seed(0))
@@ -119,20 +142,53 @@ class ArtifactInfo:
 
 
 class Exporter(abc.ABC):
-    """One artifact format. Subclasses set the class attributes and implement :meth:`export`."""
+    """One artifact format. Subclasses set :attr:`format` and :attr:`options_class` and implement :meth:`export`;
+    what the format is called, which precisions it has and its suffixes come from its row of the formats
+    table (:data:`alisnet_export.formats.FORMATS`)."""
 
     format: ClassVar[str]
-    suffix: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]]
-    default_precision: ClassVar[str]
+    options_class: ClassVar[type[ExportOptions]] = ExportOptions
     #: sizes the artifact accepts when the user gives no bounds
     default_bounds: ClassVar[SizeBounds] = SizeBounds()
-    #: suffixes of the extra files :attr:`ArtifactInfo.sidecars` may hold (checked for existence up front)
-    sidecar_suffixes: ClassVar[tuple[str, ...]] = ()
     #: when the format's runner cannot run on this platform (it raises EnvironmentProblem, e.g. Core ML
     #: off macOS), still write the artifact: parity is recorded 'not_run' with the reason, and
     #: :attr:`ArtifactInfo.checks` (what could be checked without running it) stands in
     checks_without_runtime: ClassVar[bool] = False
+
+    def __init__(self, options: Optional[ExportOptions | dict[str, Any]] = None) -> None:
+        if options is None:
+            options = self.options_class()
+        elif isinstance(options, dict):
+            try:
+                options = self.options_class(**options)
+            except TypeError as exc:
+                known = ", ".join(f.name for f in dataclasses.fields(self.options_class))
+                raise ExportError(f"{self.format}: {exc}; its options are: {known or 'none'}") from None
+        elif not isinstance(options, self.options_class):
+            raise ExportError(f"{self.format}: options must be {self.options_class.__name__}, not {type(options).__name__}")
+        self.options = options
+
+    @property
+    def spec(self) -> FormatSpec:
+        return FORMATS[self.format]
+
+    @property
+    def suffix(self) -> str:
+        """The artifact's suffix (a variant may change it, e.g. ONNX's ``.ort``)."""
+        return self.spec.suffix
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.spec.precisions
+
+    @property
+    def default_precision(self) -> str:
+        return self.spec.default_precision
+
+    @property
+    def sidecar_suffixes(self) -> tuple[str, ...]:
+        """Suffixes of the extra files :attr:`ArtifactInfo.sidecars` may hold (checked for existence up front)."""
+        return ()
 
     def bounds_for(self, config: Any, requested: Optional[SizeBounds] = None) -> SizeBounds:
         """Sizes the artifact of ``config`` accepts: ``requested`` (else :attr:`default_bounds`), tightened

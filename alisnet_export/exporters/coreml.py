@@ -43,10 +43,11 @@ from ..config import ModelConfig
 from ..errors import DataError, ExportError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
 from ..modeling.point_rend import min_input_pixels
-from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
+from .base import ArtifactInfo, Exporter, ExportJob, ExportOptions, SizeBounds
 
 __all__ = [
     "CoreMLExporter",
+    "CoreMLOptions",
     "WEIGHT_MODES",
     "DEPLOYMENT_TARGET",
     "PackageExpectation",
@@ -331,11 +332,17 @@ def check_package(path: Path, expect: PackageExpectation) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class CoreMLOptions(ExportOptions):
+    """Core ML export options (the ``coreml`` command's flags; the weight compression is the precision)."""
+
+    #: take an RGB image (CVPixelBuffer) instead of a normalised float array; normalisation happens inside
+    image_input: bool = False
+
+
 class CoreMLExporter(Exporter):
     format = "coreml"
-    suffix = ".mlpackage"
-    precisions = tuple(precision for precision, _, _ in WEIGHT_MODES.values())
-    default_precision = "float16"
+    options_class = CoreMLOptions
     default_bounds = SizeBounds(min_hw=(64, 64), max_hw=(4096, 4096), min_pixels=0)
     #: Core ML cannot predict on Linux: parity is 'not_run' there and check_package stands in
     checks_without_runtime = True
@@ -356,7 +363,7 @@ class CoreMLExporter(Exporter):
         self.check_precision(job.precision)
         weights = _PRECISION_TO_WEIGHTS[job.precision]
         _, scheme, _ = WEIGHT_MODES[weights]
-        image_input = bool(job.options.get("image_input", False))
+        image_input = self.options.image_input
         cfg = job.loaded.config
         mean, std = tuple(cfg.input.mean), tuple(cfg.input.std)
         bounds = job.bounds
@@ -400,7 +407,7 @@ class CoreMLExporter(Exporter):
         else:
             quantization["weights"] = "float16"
 
-        metadata = job.options.get("metadata", {})
+        metadata = job.metadata
         mlmodel.short_description = (f"ALiSNet human segmentation ({metadata.get('variant', cfg.name)}): "
                                      "per-pixel background/person logits")
         mlmodel.version = str(metadata.get("provenance", {}).get("toolchain", ""))

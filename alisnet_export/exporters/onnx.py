@@ -10,7 +10,7 @@ geometry stays float. The quantization tools run inside a private temporary fold
 afterwards, so nothing is left next to the artifact or in the working directory.
 
 ``ort_format=True`` (``--ort``) additionally converts the result to the ORT format for ONNX Runtime
-Mobile / minimal builds; the artifact is then the ``.ort`` file (see :class:`OrtExporter`).
+Mobile / minimal builds; the artifact is then the ``.ort`` file (``OnnxOptions(ort_format=True)``, ``onnx --ort``).
 
 Why ReLU is listed, why the point geometry stays float, ``quant_pre_process``'s
 ``skip_symbolic_shape=True``, and what PointRend's export path avoids for this exporter:
@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -33,9 +34,9 @@ import numpy as np
 from ..errors import EnvironmentProblem, ExportError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
 from ..modeling.point_rend import min_input_pixels
-from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
+from .base import ArtifactInfo, Exporter, ExportJob, ExportOptions, SizeBounds
 
-__all__ = ["OnnxExporter", "OrtExporter", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
+__all__ = ["OnnxExporter", "OnnxOptions", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
            "export_float_onnx", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
 
 DEFAULT_OPSET = 18
@@ -247,13 +248,24 @@ def convert_to_ort(onnx_path: Path, dest: Path) -> str:
         return configs[0].read_text(encoding="utf-8") if configs else ""
 
 
+@dataclass(frozen=True)
+class OnnxOptions(ExportOptions):
+    """ONNX export options (the ``onnx`` command's flags)."""
+
+    opset: int = DEFAULT_OPSET
+    per_channel: bool = True  # int8: one weight scale per output channel
+    equalize: bool = True  # int8: activation-range equalization before calibration
+    #: write the ORT format (``.ort``) for ONNX Runtime Mobile / minimal builds, with the operator config a
+    #: minimal build needs (``build.sh --minimal_build --include_ops_by_config FILE``)
+    ort_format: bool = False
+
+
 class OnnxExporter(Exporter):
-    """ONNX for ONNX Runtime (CPU / mobile). int8 by default (QDQ Conv), ``float32`` on request."""
+    """ONNX for ONNX Runtime (CPU / mobile). int8 by default (QDQ Conv), ``float32`` on request; the ORT
+    format with ``OnnxOptions(ort_format=True)``."""
 
     format = "onnx"
-    suffix = ".onnx"
-    precisions = ("int8", "float32")
-    default_precision = "int8"  # like ptl: the paper ships int8 (4 MB); the float export is 3x larger
+    options_class = OnnxOptions
     default_bounds = SizeBounds(min_hw=(64, 64), max_hw=(4096, 4096), min_pixels=0)
 
     def bounds_for(self, config, requested: Optional[SizeBounds] = None) -> SizeBounds:
@@ -263,12 +275,20 @@ class OnnxExporter(Exporter):
             return bounds
         return SizeBounds(min_hw=bounds.min_hw, max_hw=bounds.max_hw, min_pixels=need)
 
+    @property
+    def suffix(self) -> str:
+        return ".ort" if self.options.ort_format else ".onnx"
+
+    @property
+    def sidecar_suffixes(self) -> tuple[str, ...]:
+        return (REQUIRED_OPERATORS_SUFFIX,) if self.options.ort_format else ()
+
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         import onnx
         import onnxruntime
 
         self.check_precision(job.precision)
-        opset = int(job.options.get("opset", DEFAULT_OPSET))
+        opset = int(self.options.opset)
         if opset < MIN_OPSET:
             raise ExportError(f"--opset {opset}: the dynamo ONNX exporter needs opset {MIN_OPSET} or newer")
         need = min_input_pixels(job.loaded.config)
@@ -285,19 +305,19 @@ class OnnxExporter(Exporter):
             source, equalization = job.reference, None
             if job.precision == "int8":
                 inputs = job.calibration_inputs()
-                source, equalization = job.quantization_source(inputs)
+                source, equalization = job.quantization_source(inputs, equalize=self.options.equalize)
             job.log(f"exporting with torch.onnx (dynamo, opset {opset}, dynamic H and W)")
             export_float_onnx(job, float_path, opset=opset, model=source)
             if job.precision == "int8":
                 job.log(f"ONNX Runtime static QDQ quantization of Conv nodes, calibrated on {len(inputs)} images")
-                per_channel = bool(job.options.get("per_channel", True))
+                per_channel = self.options.per_channel
                 counts = quantize_qdq(float_path, staging / "int8.onnx", inputs, per_channel=per_channel)
                 model_path = staging / "int8.onnx"
                 quantization = {
                     "scheme": "ort-static-qdq", "backend": f"onnxruntime {onnxruntime.__version__}",
                     "equalization": equalization,
                     "calibration": {"images": len(inputs), "method": "MinMax",
-                                    **job.options.get("calibration_info", {})},
+                                    **job.calibration_info},
                     "op_types": list(QUANT_OP_TYPES), "per_channel": per_channel,
                     "activation_type": "uint8", "weight_type": "int8",
                     # Conv inputs/outputs carry QuantizeLinear/DequantizeLinear pairs; everything else computes in float
@@ -311,7 +331,7 @@ class OnnxExporter(Exporter):
                 quantization = {"scheme": "none"}
             model = onnx.load(str(model_path))
             prune_opset_imports(model)
-            _set_metadata(model, metadata_props(job.options.get("metadata", {})))
+            _set_metadata(model, metadata_props(job.metadata))
             model.doc_string = f"ALiSNet person segmentation, {job.precision}, exported by alisnet-export"
             try:
                 onnx.checker.check_model(model, full_check=True)
@@ -341,16 +361,8 @@ class OnnxExporter(Exporter):
             "operators": sorted({n.op_type if not n.domain else f"{n.domain}::{n.op_type}" for n in model.graph.node}),
             "input": {"name": INPUT_NAME, "shape": [1, 3, "32*h_blocks", "32*w_blocks"]},
             "output": {"name": OUTPUT_NAME},
-            "metadata_props": sorted(metadata_props(job.options.get("metadata", {}))),
+            "metadata_props": sorted(metadata_props(job.metadata)),
         }
         if dest.suffix == ".ort":
-            runtime["op_list_file"] = f"{job.options.get('name', dest.stem)}{REQUIRED_OPERATORS_SUFFIX}"
+            runtime["op_list_file"] = f"{job.name or dest.stem}{REQUIRED_OPERATORS_SUFFIX}"
         return ArtifactInfo(job.precision, quantization, runtime, sidecars=sidecars)
-
-
-class OrtExporter(OnnxExporter):
-    """The same model in the ORT format (``.ort``) for ONNX Runtime Mobile and minimal builds, with the
-    operator config a minimal build needs (``build.sh --minimal_build --include_ops_by_config FILE``)."""
-
-    suffix = ".ort"
-    sidecar_suffixes = (REQUIRED_OPERATORS_SUFFIX,)

@@ -3,7 +3,7 @@
 float32: ``torch.export`` with H and W as multiples of 32 within the size bounds, lowered with the
 XNNPACK partitioner. int8 (default): PT2E post-training quantization (XNNPACK quantizer) of the
 backbone + Semantic-FPN head only (``forward_coarse``, exported and quantized on its own), put back in
-front of the float PointRend, then exported and lowered the same way. ``bundled_program=True``
+front of the float PointRend, then exported and lowered the same way. ``PteOptions(bundled_program=True)``
 (``--bpte``) also writes ``NAME.bpte``, an ExecuTorch BundledProgram with the golden input and the
 program's own output on it, verified here with the ExecuTorch runtime before it is written.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import operator
 from collections import Counter
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -29,9 +30,9 @@ from ..config import ModelConfig
 from ..errors import ExportError
 from ..modeling.alisnet import ALiSNet
 from ..modeling.point_rend import min_input_pixels
-from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
+from .base import ArtifactInfo, Exporter, ExportJob, ExportOptions, SizeBounds
 
-__all__ = ["PteExporter", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
+__all__ = ["PteExporter", "PteOptions", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
            "executorch_version", "bundled_program_bytes", "verify_bundled_program", "BUNDLED_SUFFIX"]
 
 BUNDLED_SUFFIX = ".bpte"
@@ -200,23 +201,31 @@ def verify_bundled_program(data: bytes, *, cases: int, atol: float, rtol: float 
                               f"(atol {atol:g}): {exc}") from exc
 
 
+@dataclass(frozen=True)
+class PteOptions(ExportOptions):
+    """``.pte`` export options (the ``pte`` command's flags)."""
+
+    per_channel: bool = True  # int8: one weight scale per output channel
+    equalize: bool = True  # int8: activation-range equalization before calibration
+    #: also write NAME.bpte, an ExecuTorch BundledProgram with the golden input and this program's output
+    bundled_program: bool = False
+
+
 class PteExporter(Exporter):
     format = "pte"
-    suffix = ".pte"
-    precisions = ("int8", "float32")
-    default_precision = "int8"
+    options_class = PteOptions
     # ExecuTorch plans memory for the largest input: 1024 x 1024 keeps it under ~100 MB
     default_bounds = SizeBounds(min_hw=(64, 64), max_hw=(1024, 1024), min_pixels=0)
     #: the BundledProgram's own check here: same runtime, same machine, same input
     BUNDLED_SELF_ATOL = 1e-5
 
-    def __init__(self, *, bundled_program: bool = False) -> None:
-        self.bundled_program = bundled_program
-        self.sidecar_suffixes = (BUNDLED_SUFFIX,) if bundled_program else ()
+    @property
+    def sidecar_suffixes(self) -> tuple[str, ...]:
+        return (BUNDLED_SUFFIX,) if self.options.bundled_program else ()
 
     def runtime_sidecars(self, artifact: Path, job: ExportJob, golden_input: Any, golden_output: Any,
                          info: ArtifactInfo) -> dict[str, bytes]:
-        if not self.bundled_program:
+        if not self.options.bundled_program:
             return {}
         job.log("BundledProgram: bundling the golden input and this program's output on it; verifying it here")
         data = bundled_program_bytes(artifact, [(golden_input, golden_output)])
@@ -248,16 +257,16 @@ class PteExporter(Exporter):
             h, w = min(h + 32, bounds.max_hw[0]), min(w + 32, bounds.max_hw[1])
         bounds.check(h, w, what="export example input")
         example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-        per_channel = bool(job.options.get("per_channel", True))
+        per_channel = self.options.per_channel
         quantization: dict[str, Any]
         if job.precision == "int8":
             inputs = job.calibration_inputs()
             job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
-            source, equalization = job.quantization_source(inputs)
+            source, equalization = job.quantization_source(inputs, equalize=self.options.equalize)
             model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, per_channel=per_channel)
             quantization = {
                 "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel, "equalization": equalization,
-                "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})},
+                "calibration": {"images": len(inputs), **job.calibration_info},
                 "quantized_modules": ["backbone", "head"],
                 "float_modules": ["point_rend (point MLP in fp32 on XNNPACK; upsample, topk, grid_sample, scatter "
                                   "on portable kernels)"],

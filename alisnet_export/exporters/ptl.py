@@ -21,8 +21,9 @@ weights when the model loads).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.jit.mobile
@@ -30,9 +31,10 @@ from torch import nn
 
 from ..errors import ExportError
 from ..quantize import eager, mixed_precision
-from .base import ArtifactInfo, Exporter, ExportJob, SizeBounds
+from ..quantize.mixed_precision import KeepFloat
+from .base import ArtifactInfo, Exporter, ExportJob, ExportOptions, SizeBounds
 
-__all__ = ["PtlExporter", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
+__all__ = ["PtlExporter", "PtlOptions", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
 
 #: the last published lite runtimes; both read bytecode v8 (and v7)
 LITE_RUNTIMES = {
@@ -74,34 +76,62 @@ def ops_yaml(operators: list[str], header: str) -> str:
     return "\n".join(lines + [f"- {op}" for op in sorted(operators)]) + "\n"
 
 
+@dataclass(frozen=True)
+class PtlOptions(ExportOptions):
+    """``.ptl`` export options (the ``ptl`` command's flags)."""
+
+    bytecode_version: int = 8  # 7 backports for app runtimes older than PyTorch 1.11
+    per_channel: bool = True  # int8: one weight scale per output channel
+    quantize_point_head: bool = True  # int8: PointRend's point MLP in int8 too
+    fold_batchnorm: bool = False  # float32: fold BN into the convs (changes float rounding)
+    equalize: bool = True  # int8 PTQ: activation-range equalization first
+    keep_float: Optional[KeepFloat] = None  # int8: layers kept in float (mixed precision)
+
+    def __post_init__(self) -> None:
+        if self.bytecode_version not in (7, 8):
+            raise ExportError(f"bytecode version {self.bytecode_version}: choose 7 or 8")
+        if isinstance(self.keep_float, dict):
+            object.__setattr__(self, "keep_float", KeepFloat(**self.keep_float))
+
+    def eager(self) -> eager.EagerQuantOptions:
+        return eager.EagerQuantOptions(per_channel=self.per_channel, quantize_point_head=self.quantize_point_head)
+
+
 class PtlExporter(Exporter):
     format = "ptl"
-    suffix = ".ptl"
-    precisions = ("int8", "float32")
-    default_precision = "int8"
+    options_class = PtlOptions
     default_bounds = SizeBounds(min_hw=(64, 64), max_hw=(4096, 4096), min_pixels=0)
-    sidecar_suffixes = (".ops.yaml",)
+
+    @property
+    def sidecar_suffixes(self) -> tuple[str, ...]:
+        return (".ops.yaml",)
 
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         self.check_precision(job.precision)
-        options = eager.EagerQuantOptions(**job.options.get("eager_quant", {}))
+        opts: PtlOptions = self.options
+        if opts.keep_float is not None and job.precision != "int8":
+            raise ExportError("keep_float applies to int8 (a float32 .ptl has every layer in float)")
+        # a QAT checkpoint fixed how it is quantized: its own options, not this export's
+        options = (eager.EagerQuantOptions(**job.qat_info.get("options", {})) if job.qat_model is not None
+                   else opts.eager())
         quantization: dict[str, Any]
         if job.precision == "int8":
             if job.qat_model is not None:
                 job.log("converting the QAT checkpoint's fake-quantized model to int8 (QNNPACK)")
                 model = eager.convert(job.qat_model)
-                quantization = {"scheme": "eager-qat", "backend": eager.ENGINE, **job.options.get("qat_info", {})}
+                quantization = {"scheme": "eager-qat", "backend": eager.ENGINE,
+                                **{k: v for k, v in job.qat_info.items() if k != "options"}}
             else:
                 inputs = job.calibration_inputs()
                 job.log(f"post-training calibration on {len(inputs)} images (no QAT checkpoint given)")
-                source, equalization = job.quantization_source(inputs)
+                source, equalization = job.quantization_source(inputs, equalize=opts.equalize)
                 prepared = eager.prepare(source, qat=False, options=options)
                 eager.calibrate(prepared, inputs)
                 model = eager.convert(prepared)
                 quantization = {"scheme": "eager-ptq", "backend": eager.ENGINE, "equalization": equalization,
-                                "calibration": {"images": len(inputs), **job.options.get("calibration_info", {})}}
+                                "calibration": {"images": len(inputs), **job.calibration_info}}
             model, keep_float = mixed_precision.keep_float_for_export(
-                job, job.reference if job.qat_model is not None else source, model)
+                job, opts.keep_float, job.reference if job.qat_model is not None else source, model)
             if keep_float is not None:  # --keep-float: these layers run float between dequantize/quantize
                 quantization["keep_float"] = keep_float
             quantization.update(options.to_dict())
@@ -110,12 +140,12 @@ class PtlExporter(Exporter):
         else:
             model = job.reference
             quantization = {"scheme": "none"}
-            fold = bool(job.options.get("fold_batchnorm", False))
+            fold = opts.fold_batchnorm
         job.log("scripting and freezing the whole model, PointRend loop included"
                 + ("" if fold else " (BatchNorm kept: bit-exact with the eager float model)"))
         module = script_for_lite(model, fold_batchnorm=fold)
-        extra = {"alisnet/metadata.json": json.dumps(job.options.get("metadata", {}), indent=1)}
-        version = int(job.options.get("bytecode_version", 8))
+        extra = {"alisnet/metadata.json": json.dumps(job.metadata, indent=1)}
+        version = opts.bytecode_version
         if version == 8:
             module._save_for_lite_interpreter(str(dest), _extra_files=extra)
         else:
@@ -138,7 +168,7 @@ class PtlExporter(Exporter):
                                 "torch's default on desktops, it returns wrong masks without an error")}
                if job.precision == "int8" else {}),
             "operators": operators,
-            "op_list_file": f"{job.options['name']}.ops.yaml",
+            "op_list_file": f"{job.name or dest.stem}.ops.yaml",
             "mobile_passes": list(MOBILE_PASSES) + (["fold_conv_batchnorm"] if fold else []),
             "not_applied": "XNNPACK weight prepacking (optimize_for_mobile needs an XNNPACK-enabled torch build)",
         }

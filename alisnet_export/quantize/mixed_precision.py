@@ -44,6 +44,7 @@ __all__ = [
     "search_keep_float",
     "default_max_size",
     "auto_keep_float",
+    "KeepFloat",
     "keep_float_for_export",
 ]
 
@@ -322,15 +323,47 @@ def auto_keep_float(
     return model_for(final.float_layers), result, record
 
 
-def keep_float_for_export(job: Any, source: nn.Module, converted: nn.Module) -> tuple[nn.Module, Optional[dict[str, Any]]]:
-    """The .ptl exporter's ``keep_float`` option (``{"layers": [...]}`` or ``{"auto": True, ...}``) applied to
-    its converted int8 model; returns the model to script and the manifest's ``keep_float`` record (None: off)."""
-    spec = job.options.get("keep_float")
-    if not spec:
+@dataclass(frozen=True)
+class KeepFloat:
+    """Which layers an int8 export keeps in float: the named ``layers``, or with ``auto`` those
+    :func:`auto_keep_float` picks (among ``candidates`` measured layers, within ``max_size`` bytes;
+    None: :func:`default_max_size`)."""
+
+    layers: tuple[str, ...] = ()
+    auto: bool = False
+    candidates: int = 8
+    max_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if self.auto == bool(self.layers):
+            raise ValueError("keep-float: give either layer names or auto, not both or neither")
+        if self.candidates < 1:
+            raise ValueError("keep-float: candidates must be at least 1")
+
+    @classmethod
+    def parse(cls, text: str, *, candidates: int = 8, max_size: Optional[int] = None) -> "KeepFloat":
+        """``"auto"`` or ``"LAYER,LAYER"`` (the command line's ``--keep-float``); :class:`ValueError` otherwise."""
+        layers = [n.strip() for n in text.split(",") if n.strip()]
+        if layers == ["auto"]:
+            return cls(auto=True, candidates=candidates, max_size=max_size)
+        if "auto" in layers or not layers:
+            raise ValueError("--keep-float takes `auto` or a comma-separated list of layer names")
+        if max_size is not None:
+            raise ValueError("--max-size applies to --keep-float auto")
+        return cls(layers=tuple(layers))
+
+
+def keep_float_for_export(job: Any, spec: Optional[KeepFloat], source: nn.Module,
+                          converted: nn.Module) -> tuple[nn.Module, Optional[dict[str, Any]]]:
+    """The .ptl exporter's ``keep_float`` option applied to its converted int8 model; returns the model to
+    script and the manifest's ``keep_float`` record (None: off). ``auto`` searches on the job's calibration
+    images, never on the parity images that then judge the artifact, aiming at the job's gates."""
+    if spec is None:
         return converted, None
     float_source = job.qat_model if job.qat_model is not None else float_twin(source)
-    if not spec.get("auto"):
-        layers = list(spec["layers"])
+    if not spec.auto:
+        layers = list(spec.layers)
         known = set(weighted_layers(converted))
         unknown = [n for n in layers if n not in known]
         if unknown:
@@ -341,14 +374,12 @@ def keep_float_for_export(job: Any, source: nn.Module, converted: nn.Module) -> 
         job.log(f"keeping {len(layers)} layer(s) float (--keep-float): {', '.join(layers)}")
         return keep_layers_float(converted, float_source, layers), {
             "mode": "manual", "layers": layers, "why": {n: "asked for with --keep-float" for n in layers}}
-    import torch as _torch
-
-    inputs = [_torch.from_numpy(x) for _, x in spec["inputs"]]
-    with _torch.no_grad():
-        reference_logits = [(name, job.reference(x).numpy()) for (name, _), x in zip(spec["inputs"], inputs)]
+    inputs = job.calibration_inputs()
+    with torch.no_grad():
+        reference_logits = [(f"calibration-{i}", job.reference(x).numpy()) for i, x in enumerate(inputs)]
     twin = float_twin(source) if job.qat_model is None else float_source
     model, _, record = auto_keep_float(twin, converted, float_source, reference_logits, inputs,
-                                       thresholds=spec["thresholds"], variant=job.loaded.config.name,
-                                       max_size=spec.get("max_size"), candidates=spec.get("candidates", 8), log=job.log)
+                                       thresholds=job.thresholds, variant=job.loaded.config.name,
+                                       max_size=spec.max_size, candidates=spec.candidates, log=job.log)
     job.log(f"--keep-float auto: {record['stop_reason']}")
     return model, record

@@ -2,7 +2,8 @@
 
 A runner takes a preprocessed ``(1, 3, H, W)`` float32 array and returns ``(1, K, H, W)`` float32
 logits. Runners for formats whose runtime is missing, or cannot run on this platform, raise
-:class:`EnvironmentProblem` with the reason (e.g. Core ML prediction needs macOS).
+:class:`EnvironmentProblem` with the reason (e.g. Core ML prediction needs macOS). Which runner opens
+which format is a column of the formats table (:mod:`alisnet_export.formats`), not a registry here.
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from ..errors import DataError
+from ..formats import format_of_path, format_spec
 
-__all__ = ["Runner", "register_runner", "runner_for", "open_runner", "detect_format", "FORMAT_SUFFIXES"]
-
-#: file suffix -> artifact format
-FORMAT_SUFFIXES = {".ptl": "ptl", ".pte": "pte", ".onnx": "onnx", ".mlpackage": "coreml", ".ort": "onnx"}
-
-_REGISTRY: dict[str, Callable[[Path], "Runner"]] = {}
+__all__ = ["Runner", "runner_for", "open_runner", "detect_format"]
 
 
 class Runner(abc.ABC):
@@ -43,34 +40,18 @@ class Runner(abc.ABC):
         return {"format": self.format, "path": str(self.path)}
 
 
-def register_runner(fmt: str) -> Callable[[Callable[[Path], Runner]], Callable[[Path], Runner]]:
-    """Register a factory ``(path) -> Runner`` for ``fmt``; the factory may import its runtime lazily."""
-
-    def deco(factory: Callable[[Path], Runner]) -> Callable[[Path], Runner]:
-        _REGISTRY[fmt] = factory
-        return factory
-
-    return deco
-
-
 def detect_format(path: Path) -> str:
-    path = Path(path)
-    fmt = FORMAT_SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(
-            f"{path}: unknown artifact format {path.suffix or '(no suffix)'!r}; expected one of "
-            f"{', '.join(sorted(FORMAT_SUFFIXES))}"
-        )
-    return fmt
+    """The format name of the artifact at ``path``, from its suffix (:class:`DataError` if unknown)."""
+    return format_of_path(path).name
 
 
 def runner_for(fmt: str) -> Callable[[Path], Runner]:
-    from . import _builtin  # noqa: F401  (registers the shipped runners)
-
+    """The factory ``(path) -> Runner`` of format ``fmt``; its runtime is imported when it is called."""
     try:
-        return _REGISTRY[fmt]
-    except KeyError:
-        raise DataError(f"no runner for artifact format {fmt!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        spec = format_spec(fmt)
+    except ValueError as exc:
+        raise DataError(f"no runner for artifact format {fmt!r}: {exc}") from None
+    return spec.open_runner
 
 
 def open_runner(path: Path, fmt: str | None = None) -> Runner:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, EnvironmentProblem
-from .base import Runner, register_runner
+from .base import Runner
 
-__all__ = ["CoreMLRunner", "PREDICTION_NEEDS_MACOS"]
+__all__ = ["CoreMLRunner", "PREDICTION_NEEDS_MACOS", "open_coreml"]
 
 PREDICTION_NEEDS_MACOS = "Core ML prediction needs macOS"
 
@@ -73,8 +73,8 @@ class CoreMLRunner(Runner):
                 "input": "image" if self.image_input else "multiarray"}
 
 
-@register_runner("coreml")
-def _open_coreml(path: Path) -> Runner:
+def open_coreml(path: Path) -> Runner:
+    """The runner of a .coreml artifact (the factory the formats table names)."""
     if platform.system() != "Darwin":
         raise EnvironmentProblem(
             f"{PREDICTION_NEEDS_MACOS} (the Core ML framework); this is {platform.system()} {platform.machine()}, "

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .base import Runner, register_runner
+from .base import Runner
 
-__all__ = ["ExecuTorchRunner"]
+__all__ = ["ExecuTorchRunner", "open_pte"]
 
 
 class ExecuTorchRunner(Runner):
@@ -56,6 +56,6 @@ class ExecuTorchRunner(Runner):
                 "backends": sorted(self.runtime.backend_registry.registered_backend_names)}
 
 
-@register_runner("pte")
-def _open_pte(path: Path) -> Runner:
+def open_pte(path: Path) -> Runner:
+    """The runner of a .pte artifact (the factory the formats table names)."""
     return ExecuTorchRunner(path)

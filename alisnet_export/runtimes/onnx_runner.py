@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, EnvironmentProblem
-from .base import Runner, register_runner
+from .base import Runner
 
-__all__ = ["OnnxRuntimeRunner", "PROVIDERS"]
+__all__ = ["OnnxRuntimeRunner", "PROVIDERS", "open_onnx"]
 
 #: phones run the CPU provider too (NNAPI / Core ML providers are app-side choices)
 PROVIDERS = ["CPUExecutionProvider"]
@@ -64,6 +64,6 @@ class OnnxRuntimeRunner(Runner):
                 "input": self.input_name, "output": self.output_name}
 
 
-@register_runner("onnx")
-def _open_onnx(path: Path) -> Runner:
+def open_onnx(path: Path) -> Runner:
+    """The runner of a .onnx artifact (the factory the formats table names)."""
     return OnnxRuntimeRunner(path)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .base import Runner, register_runner
+from .base import Runner
 
-__all__ = ["TorchModelRunner", "LiteInterpreterRunner"]
+__all__ = ["TorchModelRunner", "LiteInterpreterRunner", "open_ptl"]
 
 
 class TorchModelRunner(Runner):
@@ -64,7 +64,7 @@ class LiteInterpreterRunner(Runner):
                 "bytecode_version": self.bytecode_version, "quantized_engine": torch.backends.quantized.engine}
 
 
-@register_runner("ptl")
-def _open_ptl(path: Path) -> Runner:
+def open_ptl(path: Path) -> Runner:
+    """The runner of a .ptl artifact (the factory the formats table names)."""
     torch.backends.quantized.engine = "qnnpack"  # the engine the phones use; int8 .ptl needs it
     return LiteInterpreterRunner(path)
