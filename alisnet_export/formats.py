@@ -13,7 +13,7 @@ has to be imported to find out which suffix it reads, and no base module imports
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -138,11 +138,18 @@ class FormatSpec:
     #: the summary of a written artifact from its manifest ``runtime`` section: ``("", detail)`` extends the
     #: artifact line, ``(label, text)`` adds a row
     summary: Callable[[Mapping[str, Any]], list[tuple[str, str]]]
-    #: where an app developer goes next (the CLI's "Next steps")
-    app_hint: str
+    #: the app harnesses of this repository that run it (``android`` -> android_harness/, ``ios`` -> ios_harness/)
+    harnesses: tuple[str, ...]
+    #: how an app runs it when no harness here does
+    runtime_hint: str = ""
     #: where its parity re-check can run
     recheck_where: str = "any time, e.g. in CI"
-    examples: tuple[str, ...] = field(default=())
+
+    def app_hint(self) -> str:
+        """Where an app developer goes next (the CLI's "Next steps")."""
+        if not self.harnesses:
+            return self.runtime_hint
+        return f"{' or '.join(f'{h}_harness/' for h in self.harnesses)} README shows how"
 
     @property
     def suffix(self) -> str:
@@ -171,21 +178,21 @@ class FormatSpec:
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
     FormatSpec("ptl", (".ptl",), ("int8", "float32"), "int8", "float32", {"int8": "int8", **_FLOAT_ALIASES},
                "alisnet_export.exporters.ptl:PtlExporter", "alisnet_export.runtimes.torch_runners:open_ptl",
-               ("int8", "float32"), _ptl_summary, "android_harness/ or ios_harness/ README shows how"),
+               ("int8", "float32"), _ptl_summary, ("android", "ios")),
     FormatSpec("pte", (".pte",), ("int8", "float32"), "int8", "float32", {"int8": "int8", **_FLOAT_ALIASES},
                "alisnet_export.exporters.pte:PteExporter", "alisnet_export.runtimes.executorch_runner:open_pte",
-               ("int8", "float32"), _pte_summary, "android_harness/ or ios_harness/ README shows how"),
+               ("int8", "float32"), _pte_summary, ("android", "ios")),
     FormatSpec("onnx", (".onnx", ".ort"), ("int8", "float32"), "int8", "float32", {"int8": "int8", **_FLOAT_ALIASES},
                "alisnet_export.exporters.onnx:OnnxExporter", "alisnet_export.runtimes.onnx_runner:open_onnx",
-               ("int8", "float32"), _onnx_summary,
-               "run it with ONNX Runtime (Android: com.microsoft.onnxruntime:onnxruntime-android, iOS: the "
-               "onnxruntime-objc pod)"),
+               ("int8", "float32"), _onnx_summary, (),
+               runtime_hint="run it with ONNX Runtime (Android: com.microsoft.onnxruntime:onnxruntime-android, iOS: "
+                            "the onnxruntime-objc pod)"),
     FormatSpec("coreml", (".mlpackage",), ("float16", "int8-weights", "palettized4-weights"), "float16", "float16",
                {"float16": "float16", "fp16": "float16", "float": "float16", "int8": "int8-weights",
                 "int8-weights": "int8-weights", "palettize4": "palettized4-weights",
                 "palettized4-weights": "palettized4-weights"},
                "alisnet_export.exporters.coreml:CoreMLExporter", "alisnet_export.runtimes.coreml_runner:open_coreml",
-               (), _coreml_summary, "ios_harness/ README shows how", recheck_where="on a Mac"),
+               (), _coreml_summary, ("ios",), recheck_where="on a Mac"),
 )}
 
 

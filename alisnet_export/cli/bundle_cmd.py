@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import click
 
-from ..formats import bundle_targets
+from ..formats import FORMATS, bundle_targets
 
 from ._common import Reporter, check_multiple_of_32, human_size, json_option, model_options, pass_reporter, resolve_checkpoint
 from .export_cmd import _THRESHOLD_OPTIONS, _thresholds
@@ -78,8 +78,6 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     """
     import time
 
-    from tqdm import tqdm
-
     from .. import api
     from ..bundle import check_bundle_writable
     from ..checkpoint import load_checkpoint
@@ -98,7 +96,24 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
                           calibration_height=calibration_height, person_crops=not no_person_crops,
                           calibrate=any(t.precision == "int8" for t in targets),
                           log=lambda m: reporter.line(m, fg="yellow"))
-    bar = tqdm(total=len(targets), desc="bundle", unit="target", file=sys.stderr, leave=False)
+    bar, on_target, progress = _progress(len(targets))
+    outcome = api.bundle(
+        session, targets, folder, force=force, thresholds=lambda precision: _thresholds(precision, thresholds),
+        command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),
+        log=lambda m: bar.write(f"  {m}", file=reporter.stream), on_target=on_target, progress=progress,
+    )
+    bar.update(bar.total - bar.n)
+    bar.close()
+    _print_summary(reporter, outcome, time.perf_counter() - start)
+    reporter.result(_result(outcome, time.perf_counter() - start))
+    return outcome.exit_code
+
+
+def _progress(targets: int):
+    """A progress bar over the targets, and the two callbacks :func:`api.bundle` reports through."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=targets, desc="bundle", unit="target", file=sys.stderr, leave=False)
     done: list[str] = []
 
     def on_target(target, stage: str) -> None:
@@ -111,26 +126,23 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     def progress(image_name: str) -> None:
         bar.set_postfix_str(f"{done[-1] if done else ''}: parity {image_name}")
 
-    outcome = api.bundle(
-        session, targets, folder, force=force, thresholds=lambda precision: _thresholds(precision, thresholds),
-        command=" ".join(shlex.quote(a) for a in ["alisnet-export", *sys.argv[1:]]),
-        log=lambda m: bar.write(f"  {m}", file=reporter.stream), on_target=on_target, progress=progress,
-    )
-    bar.update(bar.total - bar.n)
-    bar.close()
-    _print_summary(reporter, outcome, time.perf_counter() - start)
-    reporter.result({
+    return bar, on_target, progress
+
+
+def _result(outcome, seconds: float) -> dict[str, Any]:
+    """The ``--json`` result of a bundle."""
+    written = outcome.zip_path is not None
+    return {
         "ok": outcome.exit_code == 0,
         "exit_code": outcome.exit_code,
-        "bundle": str(outcome.folder) if outcome.zip_path else None,
-        "zip": str(outcome.zip_path) if outcome.zip_path else None,
-        "manifest": str(outcome.folder / "manifest.json") if outcome.zip_path else None,
-        "golden": str(outcome.folder / "golden.algv") if outcome.zip_path else None,
-        "tests": str(outcome.folder / "tests") if outcome.zip_path else None,
+        "bundle": str(outcome.folder) if written else None,
+        "zip": str(outcome.zip_path) if written else None,
+        "manifest": str(outcome.folder / "manifest.json") if written else None,
+        "golden": str(outcome.folder / "golden.algv") if written else None,
+        "tests": str(outcome.folder / "tests") if written else None,
         "targets": [r.to_dict(outcome.folder) for r in outcome.results],
-        "seconds": round(time.perf_counter() - start, 2),
-    })
-    return outcome.exit_code
+        "seconds": round(seconds, 2),
+    }
 
 
 def _verdict(result) -> str:
@@ -180,17 +192,18 @@ def _print_summary(reporter: Reporter, outcome, seconds: float) -> None:
                   f"{outcome.zip_path} ({human_size(outcome.zip_path.stat().st_size)}), {seconds:.1f} s")
     reporter.line("Next steps:")
     reporter.line(f"  pytest {outcome.folder}/   # the runtime-only parity suite that travels with the bundle")
-    formats = {r.target.format for r in outcome.results if r.record is not None}
-    android = sorted(formats & {"ptl", "pte"})
-    ios = sorted(formats & {"ptl", "pte", "coreml"})
+    specs = [FORMATS[f] for f in FORMATS if any(r.record is not None and r.target.format == f for r in outcome.results)]
+    android = [s.name for s in specs if "android" in s.harnesses]
+    ios = [s.suffix for s in specs if "ios" in s.harnesses]
     if android:
         reporter.line(f"  copy {outcome.folder}/ into android_harness/ (flavor {' or '.join(android)}; see its README) "
                       "for the on-device self-check")
     if ios:
-        reporter.line(f"  copy {outcome.folder}/ into ios_harness/ ({', '.join('.' + f if f != 'coreml' else '.mlpackage' for f in ios)}; "
-                      "see its README) for the on-device self-check")
-    if "onnx" in formats:
-        reporter.line("  .onnx: run it with ONNX Runtime (Android: com.microsoft.onnxruntime:onnxruntime-android, "
-                      "iOS: the onnxruntime-objc pod)")
+        reporter.line(f"  copy {outcome.folder}/ into ios_harness/ ({', '.join(ios)}; see its README) "
+                      "for the on-device self-check")
+    for spec in specs:
+        if not spec.harnesses:
+            reporter.line(f"  {spec.suffix}: {spec.runtime_hint}")
+
 
 COMMANDS = [bundle_command]

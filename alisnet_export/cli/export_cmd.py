@@ -194,7 +194,7 @@ def _print_summary(reporter: Reporter, exporter, outcome, seconds: float) -> Non
     reporter.line("Next steps:")
     reporter.line(f"  alisnet-export parity {record.path} --reference CKPT   # re-check it {spec.recheck_where}")
     reporter.line(f"  copy {record.path.name}, {outcome.manifest_path.name} and {outcome.golden_path.name} into "
-                  f"your app; {spec.app_hint}")
+                  f"your app; {spec.app_hint()}")
 
 
 def _parity_text(record) -> str:
