@@ -244,8 +244,7 @@ def build_bundle(
                 log(f"[{target.id}] export failed with an internal error (please report it):\n"
                     + traceback.format_exc())
                 continue
-            status = record.entry["parity"]["status"]
-            results.append(TargetResult(target, status, record=record, seconds=time.perf_counter() - start))
+            results.append(TargetResult(target, record.status, record=record, seconds=time.perf_counter() - start))
 
         records = [r.record for r in results if r.record is not None]
         if not records:  # nothing to bundle: leave nothing behind

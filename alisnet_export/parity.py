@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from scipy import ndimage
@@ -323,8 +323,18 @@ class ParityReport:
         }
 
 
+@runtime_checkable
+class TieZoneReference(Protocol):
+    """A float reference that also knows PointRend's tie zone on an input (``pipeline.ReferenceOutputs``).
+    A plain callable reference has none: the float ``max_abs_logit`` gate then applies everywhere."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def tie_zone(self, x: np.ndarray, margin: float) -> Optional[np.ndarray]: ...
+
+
 def run_parity(
-    reference: Callable[[np.ndarray], np.ndarray],
+    reference: Callable[[np.ndarray], np.ndarray] | TieZoneReference,
     candidate: Callable[[np.ndarray], np.ndarray],
     inputs: Iterable[tuple[str, np.ndarray]],
     *,
@@ -337,12 +347,12 @@ def run_parity(
 ) -> ParityReport:
     """Run ``reference`` and ``candidate`` on each ``(name, input)`` and gate the differences.
 
-    When the thresholds gate ``max_abs_logit`` and ``reference`` has a ``tie_zone(x, margin)`` method
+    When the thresholds gate ``max_abs_logit`` and ``reference`` is a :class:`TieZoneReference`
     (:class:`~alisnet_export.pipeline.ReferenceOutputs`), that gate applies outside PointRend's tie zone.
     """
     report = ParityReport(artifact, format, precision, thresholds or default_thresholds(precision))
     margin = report.thresholds.max_abs_logit
-    tie_zone = getattr(reference, "tie_zone", None) if margin is not None else None
+    tie_zone = reference.tie_zone if margin is not None and isinstance(reference, TieZoneReference) else None
     for name, x in inputs:
         if progress:
             progress(name)
