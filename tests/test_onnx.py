@@ -237,3 +237,28 @@ def test_ort_flag_writes_an_ort_artifact_with_its_operator_config(run_cli, tmp_p
     assert entry["runtime"]["op_list_file"] == f"{STEM}-float32.required_operators.config"
     assert open_runner(out_dir / f"{STEM}-float32.ort").describe()["file_format"] == "ort"
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.slow
+def test_keep_float_leaves_the_named_layers_conv_nodes_unquantized(int8_export, tmp_path, random_mbv2_ckpt, float_model):
+    """Mixed precision in ONNX: the named layer's Conv node gets no QDQ (nodes_to_exclude), all others do, and
+    the manifest records layer -> nodes."""
+    from alisnet_export.quantize.mixed_precision import float_layer_names
+
+    _, out, _, out_dir, _ = int8_export
+    all_int8 = read_manifest(out_dir / f"{STEM}-int8.manifest.json")["artifacts"][0]["quantization"]
+    layer = float_layer_names(float_model)[0]
+    code, out, err = _cli("onnx", random_mbv2_ckpt, *SMALL, "--keep-float", layer, "-o", tmp_path, "--json")
+    assert code in (0, 1), err
+    quantization = read_manifest(tmp_path / f"{STEM}-int8.manifest.json")["artifacts"][0]["quantization"]
+    record = quantization["keep_float"]
+    assert record["layers"] == [layer] and len(record["nodes"][layer]) == 1
+    assert quantization["quantized_conv_nodes"] == all_int8["quantized_conv_nodes"] - 1
+    model = onnx.load(str(tmp_path / f"{STEM}-int8.onnx"))
+    produced_by = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == record["nodes"][layer][0])
+    weights = {i.name: i for i in model.graph.initializer}
+    assert node.input[1] in weights and node.input[1] not in produced_by  # its weight: a float initializer, no DQ
+    assert weights[node.input[1]].data_type == onnx.TensorProto.FLOAT
+    code, _, err = _cli("onnx", random_mbv2_ckpt, *SMALL, "--keep-float", "no.such.layer", "-o", tmp_path / "x")
+    assert code == 3 and "not a quantized conv/linear layer" in err

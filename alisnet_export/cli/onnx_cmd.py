@@ -26,11 +26,14 @@ parse_size = parse_hw
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
 @click.option("--ort", "ort_format", is_flag=True,
               help="Write the ORT format (.ort) for ONNX Runtime Mobile / minimal builds instead of .onnx.")
+@click.option("--keep-float", "keep_float", metavar="LAYER,...",
+              help="int8: leave these conv layers float (their Conv nodes get no QDQ; the rest stays int8). Names as "
+                   "`alisnet-export quant-report` and `ptl --keep-float` print them; `auto` is a .ptl search only.")
 @no_equalize_option
 @export_options
 @pass_reporter
 def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optional[str], max_size: Optional[str],
-                 per_tensor: bool, ort_format: bool, no_equalize: bool, **kwargs: Any) -> int:
+                 per_tensor: bool, ort_format: bool, keep_float: Optional[str], no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to ONNX (int8 QDQ by default) for ONNX Runtime and gate it on parity.
 
     \b
@@ -43,8 +46,12 @@ def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optiona
     from ..exporters.base import SizeBounds
     from ..exporters.onnx import OnnxExporter, OnnxOptions
 
+    layers = tuple(n.strip() for n in (keep_float or "").split(",") if n.strip())
+    if layers and (float_ or "auto" in layers):
+        raise click.UsageError("--keep-float takes layer names, for int8 (`auto` searches on .ptl only: "
+                               "`alisnet-export ptl --keep-float auto`, then give the layers it kept)")
     exporter = OnnxExporter(OnnxOptions(opset=opset, per_channel=not per_tensor, equalize=not no_equalize,
-                                        ort_format=ort_format))
+                                        ort_format=ort_format, keep_float=layers))
     bounds = None
     if min_size or max_size:
         default = exporter.default_bounds

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -182,8 +182,62 @@ def _private_workdir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: bool = True) -> dict[str, Any]:
-    """Static int8 QDQ quantization of the Conv nodes of ``float_path``; returns what was quantized."""
+def conv_nodes_of_layers(model_proto: Any, reference: Any, layers: Sequence[str]) -> dict[str, list[str]]:
+    """The ONNX Conv nodes that compute each float conv layer of ``reference`` named in ``layers``.
+
+    A node is matched by the module scopes the dynamo exporter records on it
+    (``pkg.torch.onnx.name_scopes``): the innermost scope that is a conv, or the BatchNorm the exporter folded
+    into the conv, which stands for the conv that ran just before it (execution order from a forward pass).
+    A layer used twice (PointRend's point head runs once per subdivision step) has one node per use."""
+    import ast
+
+    import torch
+    from torch import nn
+
+    modules = dict(reference.named_modules())
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=name: order.append(n))
+             for name, m in modules.items() if name and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.BatchNorm2d))]
+    try:
+        with torch.no_grad():
+            reference.eval()(torch.zeros(1, 3, 256, 192))
+    finally:
+        for h in hooks:
+            h.remove()
+    conv_before = {}
+    last = None
+    for name in order:
+        if isinstance(modules[name], nn.BatchNorm2d):
+            conv_before[name] = last
+        else:
+            last = name
+    found: dict[str, list[str]] = {layer: [] for layer in layers}
+    for node in model_proto.graph.node:
+        if node.op_type != "Conv":
+            continue
+        props = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            scopes = []
+        for scope in reversed(scopes):
+            module = modules.get(scope)
+            if isinstance(module, (nn.Conv1d, nn.Conv2d)) or isinstance(module, nn.BatchNorm2d):
+                layer = scope if not isinstance(module, nn.BatchNorm2d) else conv_before.get(scope)
+                if layer in found:
+                    found[layer].append(node.name)
+                break
+    missing = [layer for layer, nodes in found.items() if not nodes]
+    if missing:
+        raise ExportError(f"--keep-float: no Conv node of the ONNX graph computes {', '.join(missing)} (the exporter's "
+                          "name scopes did not name it); give other layers, or keep them float in the .ptl")
+    return found
+
+
+def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: bool = True,
+                 nodes_to_exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """Static int8 QDQ quantization of the Conv nodes of ``float_path`` but ``nodes_to_exclude`` (they stay
+    float: mixed precision); returns what was quantized."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -200,7 +254,7 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
                     str(prepared), str(work / "quantized.onnx"), _reader(inputs, INPUT_NAME),
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(nodes_to_exclude),
                 )
         except Exception as exc:
             raise ExportError(f"ONNX Runtime static quantization failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
@@ -258,6 +312,11 @@ class OnnxOptions(ExportOptions):
     #: write the ORT format (``.ort``) for ONNX Runtime Mobile / minimal builds, with the operator config a
     #: minimal build needs (``build.sh --minimal_build --include_ops_by_config FILE``)
     ort_format: bool = False
+    #: int8: these float conv layers (quant-report's names) stay float: their Conv nodes are excluded from QDQ
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
 
 class OnnxExporter(Exporter):
@@ -278,6 +337,21 @@ class OnnxExporter(Exporter):
     @property
     def suffix(self) -> str:
         return ".ort" if self.options.ort_format else ".onnx"
+
+    def _keep_float_nodes(self, job: ExportJob, float_path: Path) -> dict[str, list[str]]:
+        """``keep_float`` layer -> the Conv nodes excluded from quantization (empty: all int8)."""
+        if not self.options.keep_float:
+            return {}
+        import onnx
+
+        from ..quantize.mixed_precision import check_layer_names, float_layer_names
+
+        check_layer_names(self.options.keep_float, float_layer_names(job.reference))
+        nodes = conv_nodes_of_layers(onnx.load(str(float_path), load_external_data=False), job.reference,
+                                     self.options.keep_float)
+        job.log(f"keeping {len(nodes)} layer(s) float (--keep-float): "
+                + ", ".join(f"{layer} ({len(n)} Conv node{'s' if len(n) > 1 else ''})" for layer, n in nodes.items()))
+        return nodes
 
     @property
     def sidecar_suffixes(self) -> tuple[str, ...]:
@@ -311,13 +385,18 @@ class OnnxExporter(Exporter):
             if job.precision == "int8":
                 job.log(f"ONNX Runtime static QDQ quantization of Conv nodes, calibrated on {len(inputs)} images")
                 per_channel = self.options.per_channel
-                counts = quantize_qdq(float_path, staging / "int8.onnx", inputs, per_channel=per_channel)
+                keep_float = self._keep_float_nodes(job, float_path)
+                counts = quantize_qdq(float_path, staging / "int8.onnx", inputs, per_channel=per_channel,
+                                      nodes_to_exclude=[n for nodes in keep_float.values() for n in nodes])
                 model_path = staging / "int8.onnx"
                 quantization = {
                     "scheme": "ort-static-qdq", "backend": f"onnxruntime {onnxruntime.__version__}",
                     "equalization": equalization,
                     "calibration": {"images": len(inputs), "method": "MinMax",
                                     **job.calibration_info},
+                    **({"keep_float": {"mode": "manual", "layers": list(keep_float), "nodes": keep_float,
+                                       "why": {n: "asked for with --keep-float" for n in keep_float}}}
+                       if keep_float else {}),
                     "op_types": list(QUANT_OP_TYPES), "per_channel": per_channel,
                     "activation_type": "uint8", "weight_type": "int8",
                     # Conv inputs/outputs carry QuantizeLinear/DequantizeLinear pairs; everything else computes in float

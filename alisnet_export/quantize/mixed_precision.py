@@ -46,6 +46,8 @@ __all__ = [
     "auto_keep_float",
     "KeepFloat",
     "keep_float_for_export",
+    "float_layer_names",
+    "check_layer_names",
 ]
 
 _QUANT_LINEAR = (torch.ao.nn.quantized.Linear,)
@@ -323,6 +325,23 @@ def auto_keep_float(
     return model_for(final.float_layers), result, record
 
 
+def float_layer_names(model: nn.Module) -> list[str]:
+    """Names of the conv/linear layers of a *float* model (module order): the names ``--keep-float`` takes in
+    every format. They are the names of the int8 layers too (eager fusion keeps the conv's name)."""
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    return [name for name, m in model.named_modules() if name and isinstance(m, kinds)]
+
+
+def check_layer_names(layers: Sequence[str], known: Sequence[str]) -> None:
+    """:class:`DataError` naming the ``layers`` that are not in ``known``, with examples of known ones."""
+    unknown = [n for n in layers if n not in set(known)]
+    if unknown:
+        from ..errors import DataError
+
+        raise DataError(f"--keep-float: not a quantized conv/linear layer of this model: {', '.join(unknown)} "
+                        f"(`alisnet-export quant-report` lists them; e.g. {', '.join(sorted(known)[:3])})")
+
+
 @dataclass(frozen=True)
 class KeepFloat:
     """Which layers an int8 export keeps in float: the named ``layers``, or with ``auto`` those
@@ -364,13 +383,7 @@ def keep_float_for_export(job: Any, spec: Optional[KeepFloat], source: nn.Module
     float_source = job.qat_model if job.qat_model is not None else float_twin(source)
     if not spec.auto:
         layers = list(spec.layers)
-        known = set(weighted_layers(converted))
-        unknown = [n for n in layers if n not in known]
-        if unknown:
-            from ..errors import DataError
-
-            raise DataError(f"--keep-float: not a quantized conv/linear layer of this model: {', '.join(unknown)} "
-                            f"(`alisnet-export quant-report` lists them; e.g. {', '.join(sorted(known)[:3])})")
+        check_layer_names(layers, weighted_layers(converted))
         job.log(f"keeping {len(layers)} layer(s) float (--keep-float): {', '.join(layers)}")
         return keep_layers_float(converted, float_source, layers), {
             "mode": "manual", "layers": layers, "why": {n: "asked for with --keep-float" for n in layers}}
