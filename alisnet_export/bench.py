@@ -2,8 +2,9 @@
 
 ``alisnet-export bench`` / ``make bench``. One run:
 
-1. exports every target the tool can run here (``.ptl``, ``.pte`` and ONNX, each int8 and fp32) through the
-   real ``alisnet-export bundle`` command, which records each export's wall time and parity gate;
+1. exports every target the tool can run here (``.ptl``, ``.pte`` and ONNX, each int8 and fp32) into one
+   bundle through the Python API (:func:`api.prepare`, :func:`api.bundle`: what ``alisnet-export bundle``
+   runs), which records each export's wall time and parity gate;
 2. times each artifact, plus the eager float model, the scripted (TorchScript, frozen) float model and
    the coarse-only ablation (no PointRend, paper Table 3), in a fresh process per artifact with the
    thread count pinned: median and p90 latency over ``runs`` after ``warmup`` runs, and the process's
@@ -24,7 +25,6 @@ import json
 import os
 import platform
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -137,8 +137,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this process (the worker): load ``spec['kind']``, time it, report memory.
 
     Kinds: ``eager`` / ``coarse`` (the float model with / without PointRend), ``scripted`` (TorchScript,
-    frozen), ``artifact`` (any exported file, by its runner), ``flops``, ``gemm``.
+    frozen), ``artifact`` (any exported file, by its runner), ``flops``, ``gemm``; and ``export``
+    (:func:`export_bundle`, threads not pinned).
     """
+    if spec["kind"] == "export":
+        return export_bundle(spec)
     import numpy as np
     import torch
 
@@ -243,10 +246,13 @@ def gemm_gflops(threads: int, n: int = 1024, min_seconds: float = 1.5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def run_worker(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """:func:`measure` in a fresh Python process (clean memory high-water mark, pinned threads)."""
-    threads = str(spec["threads"])
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+def run_worker(spec: dict[str, Any], timeout_s: Optional[float]) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process (threads pinned when ``spec`` has ``threads``; ``timeout_s``
+    None: no limit). Its peak memory is its own while this process stays smaller (see :func:`export_targets`)."""
+    env = dict(os.environ)
+    if "threads" in spec:
+        threads = str(spec["threads"])
+        env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
     cmd = [sys.executable, "-m", "alisnet_export.bench", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -265,22 +271,44 @@ def run_worker(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 # the run
 
 
-def _cli() -> list[str]:
-    return [sys.executable, "-m", "alisnet_export"]
+def export_bundle(spec: dict[str, Any]) -> dict[str, Any]:
+    """Export ``spec['targets']`` of ``spec['ckpt']`` into one bundle ``spec['folder']`` at ``spec['height']``
+    with :func:`api.prepare` and :func:`api.bundle` (what ``alisnet-export bundle`` runs, with its defaults).
+    Returns the part of ``bundle --json`` that the benchmark reads: ``ok``, ``exit_code`` and ``targets``
+    (per target: path, size, export time, parity). Raises :class:`ExportError` when a target did not export."""
+    from . import api
+    from .bundle import parse_targets
+
+    targets = parse_targets(",".join(spec["targets"]))
+    session = api.prepare(Path(spec["ckpt"]), height=int(spec["height"]),
+                          calibrate=any(t.precision == "int8" for t in targets))
+    outcome = api.bundle(session, targets, Path(spec["folder"]), force=True)
+    if outcome.export_failed:  # exit 4 stops the benchmark; exit 1 (a parity gate failed) is a row of its table
+        failed = "; ".join(f"{r.target.id}: {r.error}" for r in outcome.results if r.status == "error")
+        raise ExportError(f"exit {outcome.exit_code}: {failed}")
+    return {"ok": outcome.exit_code == 0, "exit_code": outcome.exit_code,
+            "targets": [r.to_dict(outcome.folder) for r in outcome.results]}
 
 
 def export_targets(ckpt: Path, folder: Path, targets: Sequence[str], height: int,
                    log: Callable[[str], None]) -> dict[str, Any]:
-    """Export ``targets`` with the real ``bundle`` command; its JSON result (per-target export time, parity)."""
-    cmd = [*_cli(), "bundle", str(ckpt), "--targets", ",".join(targets), "--height", str(height),
-           "--output", str(folder), "--force", "--json"]
-    log(f"exporting {', '.join(targets)} at {height} px: {' '.join(shlex.quote(c) for c in cmd[2:])}")
+    """:func:`export_bundle` in a worker process, plus ``wall_seconds``.
+
+    Not in this process: a worker started later would inherit this process's memory high-water mark
+    (``ru_maxrss`` survives fork and exec), and the exports' peak would then read as every artifact's
+    peak memory. Table 1 exports in this process because no worker follows it."""
+    from .bundle import parse_targets
+
+    try:
+        parse_targets(",".join(targets))
+    except ValueError as exc:
+        raise DataError(f"bench: {exc}") from None
+    log(f"exporting {', '.join(targets)} at {height} px (api.bundle, in a worker process)")
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode not in (0, 1):  # 1: a parity gate failed, which the table reports
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise ExportError(f"bench: the bundle export failed (exit {proc.returncode}):\n{tail}")
-    result = json.loads(proc.stdout)
+    result = run_worker({"kind": "export", "ckpt": str(ckpt), "folder": str(folder), "targets": list(targets),
+                         "height": height}, timeout_s=None)
+    if "error" in result:
+        raise ExportError(f"bench: the bundle export failed: {result['error']}")
     result["wall_seconds"] = time.perf_counter() - t0
     return result
 
@@ -317,6 +345,7 @@ def _paper_int8_mb(paper: dict[str, Any]) -> Optional[float]:
 def table1(workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Parameters and sizes of every variant (the configs' ``paper`` sections give the paper's numbers):
     fp32 state dict, and an int8 .ptl where the paper has one."""
+    from . import api
     from .zoo import variant_table
     from .config import load_config
     from .modeling.alisnet import build_model
@@ -332,15 +361,16 @@ def table1(workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
     for name in TABLE1_INT8:
         log(f"table 1: int8 .ptl of {name} (random weights)")
         ckpt = _write_random_checkpoint(name, workdir / f"{name}-random.pth")
-        cmd = [*_cli(), "ptl", str(ckpt), "--no-parity", "--height", "256", "--output", str(workdir / "table1"),
-               "--name", f"{name}-int8", "--force", "--json"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            rows.append({"config": name, "precision": "int8", "error": proc.stderr.strip().splitlines()[-1:]})
+        try:  # as `alisnet-export ptl CKPT --no-parity --height 256`: the default int8 .ptl, no parity gate
+            session = api.prepare(ckpt, height=256)
+            outcome = api.export(session, "ptl", workdir / "table1", precision="int8", name=f"{name}-int8",
+                                 force=True, run_parity=False)
+        except Exception as exc:  # one variant that does not export is a row of the table, not the end of the run
+            rows.append({"config": name, "precision": "int8", "error": [f"{type(exc).__name__}: {exc}".splitlines()[0]]})
             continue
         paper = load_config(name).paper
         rows.append({"config": name, "precision": "int8", "params": None,
-                     "size_bytes": json.loads(proc.stdout)["size_bytes"], "paper_name": paper.get("table"),
+                     "size_bytes": outcome.record.entry["size_bytes"], "paper_name": paper.get("table"),
                      "paper_mb": _paper_int8_mb(paper), "artifact": ".ptl (eager QNNPACK, per-channel)"})
     return rows
 
@@ -429,7 +459,7 @@ def run_bench(ckpt: Path, out_dir: Path, options: BenchOptions, log: Callable[[s
                                                 "runs": options.scaling_runs, "warmup": 1}, options.timeout_s)
             scaling.append(entry)
         results["scaling"] = scaling
-        if options.table1:
+        if options.table1:  # last: it exports in this process, and no worker may start after that
             results["table1"] = table1(work, log)
     results["bench_seconds"] = time.perf_counter() - t_start
     (out_dir / "bench.json").write_text(json.dumps(results, indent=2) + "\n")

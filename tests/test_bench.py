@@ -39,6 +39,51 @@ def test_measurements_are_real(measured):
     assert 0 < flops["coarse_flops"] < flops["flops"]  # PointRend's point MLP adds FLOPs
 
 
+@pytest.fixture
+def no_cli_subprocess(monkeypatch):
+    """Fail any subprocess bench starts except its own worker (``python -m alisnet_export.bench SPEC``), never
+    the command line; returns the specs the workers ran."""
+    import subprocess
+
+    real_run, specs = subprocess.run, []
+
+    def run(cmd, *args, **kwargs):
+        assert list(cmd[1:3]) == ["-m", "alisnet_export.bench"], f"bench ran a subprocess: {cmd}"
+        specs.append(json.loads(cmd[3]))
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    return specs
+
+
+def test_export_runs_the_api_in_a_worker(no_cli_subprocess, native_ckpt, tmp_path):
+    """The bundle export (api.prepare + api.bundle) runs in bench's own worker and returns what the table reads."""
+    lines: list[str] = []
+    result = bench.export_targets(native_ckpt, tmp_path / "bundle", ["ptl:float32"], 128, lines.append)
+    assert result["ok"] is True and result["exit_code"] == 0 and result["wall_seconds"] > 0
+    (target,) = result["targets"]
+    assert target["id"] == "ptl-float32" and target["format"] == "ptl" and target["precision"] == "float32"
+    assert Path(target["path"]).is_file() and target["size_bytes"] == Path(target["path"]).stat().st_size
+    assert target["export_seconds"] > 0 and target["quantization"] == "none"
+    assert target["parity"]["status"] == "passed" and "mean_iou" in target["parity"]["summary"]
+    assert json.loads(json.dumps(result)) == result  # plain JSON, as bench.json stores it
+    assert lines[0].startswith("exporting ptl:float32 at 128 px")
+    # in a worker: later workers inherit this process's memory high-water mark, so it must stay small
+    assert [spec["kind"] for spec in no_cli_subprocess] == ["export"]
+
+
+@pytest.mark.slow
+def test_table1_exports_through_the_api(no_cli_subprocess, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "TABLE1_INT8", ("alisnet_mnasnet",))
+    rows = bench.table1(tmp_path, lambda m: None)
+    assert no_cli_subprocess == []  # the exports ran here, through the api
+    int8 = [r for r in rows if r["precision"] == "int8"]
+    assert len(int8) == 1 and "error" not in int8[0], int8
+    assert int8[0]["config"] == "alisnet_mnasnet" and int8[0]["paper_mb"] == 4.0
+    assert int8[0]["size_bytes"] == (tmp_path / "table1" / "alisnet_mnasnet-int8.ptl").stat().st_size
+    assert {r["config"] for r in rows if r["precision"] == "float32"} >= {"alisnet_mnasnet"}
+
+
 def test_gemm_rate_is_plausible():
     rate = bench.gemm_gflops(1, n=256, min_seconds=0.2)
     assert 0.1 < rate < 10_000

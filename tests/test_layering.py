@@ -1,10 +1,18 @@
 """The package's layering, read from the source with ``ast`` (nothing is imported): which module may
 import which (docs/design.md, "Module contracts"). Imports inside functions count too, except for the
-module-level cycle check, which is about what runs at import time."""
+module-level cycle check, which is about what runs at import time.
+
+The layers themselves (cli -> bench -> api -> ... -> config/io), "nothing imports cli" and "no cycles" are
+import-linter contracts in ``.importlinter`` at the repository root; the last tests run them."""
 
 from __future__ import annotations
 
 import ast
+import configparser
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +166,61 @@ def test_an_added_import_is_caught(tmp_path, module, line, expect):
     target.write_text(target.read_text(encoding="utf-8") + "\n" + line + "\n", encoding="utf-8")
     problems = layering_violations(import_graph(copy), import_graph(copy, top_level_only=True))
     assert any(expect in p for p in problems), problems
+
+
+# -- import-linter: the contracts in .importlinter ------------------------------------------------
+CONTRACTS = ROOT.parent / ".importlinter"
+
+
+def contract_ids(config: Path = CONTRACTS) -> list[str]:
+    parser = configparser.ConfigParser()
+    parser.read(config, encoding="utf-8")
+    return [s.split(":", 2)[2] for s in parser.sections() if s.startswith("importlinter:contract:")]
+
+
+def lint_imports(root: Path, *contracts: str) -> tuple[int, str]:
+    """import-linter's ``lint-imports`` with the repository's contracts, on the ``alisnet_export`` under ``root``
+    (it puts its working directory first on ``sys.path``). Returns its exit code and its report."""
+    cmd = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()",
+           str(CONTRACTS), "--no-cache", "--no-logo", *(arg for c in contracts for arg in ("--contract", c))]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})  # no line wrapping in the report
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_the_contracts_are_the_expected_ones():
+    assert contract_ids() == ["layers", "cli-on-top", "acyclic"]
+
+
+@pytest.mark.parametrize("contract", contract_ids())
+def test_import_linter_contract_is_kept(contract):
+    """Fails with import-linter's report, which names every import that breaks the contract and its line."""
+    code, report = lint_imports(ROOT.parent, contract)
+    assert code == 0, f"import-linter contract {contract!r} ({CONTRACTS.name}) is broken:\n{report}"
+
+
+@pytest.mark.parametrize("module, line, contract, expect", [
+    ("bench.py", "from .cli import main", "cli-on-top", "alisnet_export.bench -> alisnet_export.cli"),
+    ("data/testbed.py", "def f():\n    from ..cli import _common\n", "cli-on-top",
+     "alisnet_export.data.testbed -> alisnet_export.cli._common"),
+    ("exporters/base.py", "def f():\n    from .. import api\n", "layers",
+     "alisnet_export.exporters is not allowed to import alisnet_export.api"),
+    ("config.py", "from . import zoo", "layers", "alisnet_export.config is not allowed to import alisnet_export.zoo"),
+    ("zoo.py", "def f():\n    from . import checkpoint\n", "layers",
+     "alisnet_export.zoo is not allowed to import alisnet_export.checkpoint"),
+    ("stray.py", "X = 1", "layers", "not listed as layers: - alisnet_export.stray"),
+    ("modeling/heads.py", "def f():\n    from . import alisnet\n", "acyclic",
+     "No cycles are allowed in alisnet_export.modeling."),
+])
+def test_import_linter_catches_an_added_import(tmp_path, module, line, contract, expect):
+    """The contracts are real: a copy of the package with one bad import (or an unplaced module) added breaks
+    the contract with a report that names it."""
+    import shutil
+
+    copy = tmp_path / PACKAGE
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__", "resources", "schemas"))
+    target = copy / module
+    before = target.read_text(encoding="utf-8") if target.exists() else ""
+    target.write_text(before + "\n" + line + "\n", encoding="utf-8")
+    code, report = lint_imports(tmp_path, contract)
+    assert code != 0 and expect in re.sub(r"\s+", " ", report), report
