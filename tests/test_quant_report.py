@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from alisnet_export.parity import Thresholds, default_thresholds, uncertain_fraction, uncertainty_note
-from alisnet_export.quantize import debug, eager, mixed_precision
+from alisnet_export.exporters.ptl import lite_size_bytes
+from alisnet_export.quantize import debug, eager, keep_float, mixed_precision
 
 H = 128
 
@@ -100,15 +101,16 @@ def test_report_finds_a_deliberately_broken_layer_and_auto_keeps_it_float_first(
     assert only.only_int8_mean_iou < 0.99  # alone in int8 it already costs IoU
 
     strict = Thresholds(min_mean_iou=0.9999)  # unreachable: the search runs until the budget stops it
-    model, result, record = mixed_precision.auto_keep_float(
-        models.twin, broken, models.twin, logits, xs, thresholds=strict, variant=loaded.config.name, candidates=3)
+    model, result, record = keep_float.auto_keep_float(
+        models.twin, broken, models.twin, logits, xs, thresholds=strict, variant=loaded.config.name, size_bytes=lite_size_bytes,
+        candidates=3)
     assert result.steps[0].added is None and result.steps[1].added == BROKEN
     assert record["layers"][0] == BROKEN and BROKEN in record["why"] and record["steps"][0]["size_bytes"] > 0
     assert record["max_size_bytes"] == record["int8_size_bytes"] + 1_500_000  # default budget for non-MnasNet
     assert isinstance(model.get_submodule(BROKEN), mixed_precision.FloatIsland)
     assert result.steps[1].mean_iou > result.steps[0].mean_iou
     # the island model scripts for the lite interpreter like the all-int8 one
-    assert mixed_precision.lite_size_bytes(model) > mixed_precision.lite_size_bytes(broken)
+    assert lite_size_bytes(model) > lite_size_bytes(broken)
 
 
 def test_only_layers_int8_and_keep_layers_float_are_exact_at_the_extremes(demo):

@@ -257,7 +257,7 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
     NAME.parity.json and NAME.golden.algv into --output.
     """
     from ..exporters.ptl import PtlExporter, PtlOptions
-    from ..quantize.mixed_precision import KeepFloat
+    from ..quantize.keep_float import KeepFloat
 
     if fold_bn and not float_:
         raise click.UsageError("--fold-bn applies to --float only (int8 always folds BatchNorm into its quantized convs)")

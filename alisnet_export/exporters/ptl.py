@@ -20,6 +20,7 @@ weights when the model loads).
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +31,11 @@ import torch.jit.mobile
 from torch import nn
 
 from ..errors import ExportError
-from ..quantize import eager, mixed_precision
-from ..quantize.mixed_precision import KeepFloat
+from ..quantize import eager
+from ..quantize.keep_float import KeepFloat, keep_float_for_export
 from .base import ArtifactInfo, Exporter, ExportJob, ExportOptions, SizeBounds
 
-__all__ = ["PtlExporter", "PtlOptions", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
+__all__ = ["PtlExporter", "PtlOptions", "lite_size_bytes", "mobile_passes", "script_for_lite", "ops_yaml", "LITE_RUNTIMES"]
 
 #: the last published lite runtimes; both read bytecode v8 (and v7)
 LITE_RUNTIMES = {
@@ -68,6 +69,13 @@ def script_for_lite(model: nn.Module, *, fold_batchnorm: bool = True) -> torch.j
     except Exception as exc:  # TorchScript errors are long; keep the first lines
         raise ExportError(f"TorchScript could not compile the model: {str(exc).splitlines()[0]}") from exc
     return mobile_passes(torch.jit.freeze(scripted, optimize_numerics=fold_batchnorm))
+
+
+def lite_size_bytes(model: nn.Module) -> int:
+    """The size of ``model`` saved as a lite-interpreter .ptl, the way the .ptl exporter saves it."""
+    module = script_for_lite(model, fold_batchnorm=True)
+    buffer = module._save_to_buffer_for_lite_interpreter()
+    return len(buffer) if isinstance(buffer, (bytes, bytearray)) else len(io.BytesIO(buffer).getvalue())
 
 
 def ops_yaml(operators: list[str], header: str) -> str:
@@ -130,8 +138,9 @@ class PtlExporter(Exporter):
                 model = eager.convert(prepared)
                 quantization = {"scheme": "eager-ptq", "backend": eager.ENGINE, "equalization": equalization,
                                 "calibration": {"images": len(inputs), **job.calibration_info}}
-            model, keep_float = mixed_precision.keep_float_for_export(
-                job, opts.keep_float, job.reference if job.qat_model is not None else source, model)
+            model, keep_float = keep_float_for_export(
+                job, opts.keep_float, job.reference if job.qat_model is not None else source, model,
+                size_bytes=lite_size_bytes)
             if keep_float is not None:  # --keep-float: these layers run float between dequantize/quantize
                 quantization["keep_float"] = keep_float
             quantization.update(options.to_dict())
