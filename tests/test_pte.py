@@ -157,3 +157,31 @@ def test_bad_sizes_are_clear_errors_before_any_work(run_cli, tmp_path, random_mb
     code, out, err = run_cli("pte", random_mbv2_ckpt, "--float", *args, "-o", out_dir)
     assert code == 3 and match in err
     assert not out_dir.exists() or not os.listdir(out_dir)
+
+
+def _int8_weight_convs(graph_module) -> tuple[int, int]:
+    """(conv nodes, conv nodes whose weight comes through a dequantize) of a converted PT2E graph."""
+    convs = [n for n in graph_module.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    return len(convs), sum(1 for n in convs if "dequantize" in str(getattr(n.args[1], "target", "")))
+
+
+@pytest.mark.slow
+def test_keep_float_leaves_the_named_layers_unannotated(random_mbv2_ckpt, run_cli, tmp_path):
+    """Mixed precision in PT2E: the named layers' convs keep float weights, every other conv is int8; a name
+    that is not a backbone/head conv is refused with what to do."""
+    from alisnet_export.exporters.base import SizeBounds
+    from alisnet_export.exporters.pte import quantize_coarse_pt2e
+    from alisnet_export.quantize.mixed_precision import float_layer_names
+
+    model = load_checkpoint(random_mbv2_ckpt).build_model().eval()
+    layers = tuple(float_layer_names(model)[:2])
+    x = torch.randn(1, 3, 256, 192, generator=torch.Generator().manual_seed(0))
+    bounds = SizeBounds(min_hw=(64, 64), max_hw=(512, 512))
+    total, int8 = _int8_weight_convs(quantize_coarse_pt2e(model, x, bounds, [x]).coarse)
+    assert total == int8 > 2
+    total_mixed, int8_mixed = _int8_weight_convs(quantize_coarse_pt2e(model, x, bounds, [x], keep_float=layers).coarse)
+    assert total_mixed == total and int8_mixed == int8 - 2
+    code, _, err = run_cli("pte", random_mbv2_ckpt, *SMALL, "--keep-float", "point_rend.nope", "-o", tmp_path)
+    assert code == 3 and "not a quantized conv/linear layer" in err
+    code, _, err = run_cli("pte", random_mbv2_ckpt, "--float", "--keep-float", layers[0], "-o", tmp_path)
+    assert code == 2 and "--keep-float takes layer names, for int8" in err

@@ -41,6 +41,23 @@ def no_equalize_option(f: Callable) -> Callable:
                              "before per-tensor activation quantization; recorded in the manifest).")(f)
 
 
+def keep_float_layers_option(f: Callable) -> Callable:
+    """``--keep-float LAYER,...`` for the exporters that take layer names only (pte, onnx; ptl adds ``auto``)."""
+    return click.option("--keep-float", "keep_float", metavar="LAYER,...",
+                        help="int8: leave these conv layers float (the rest stays int8). Names as "
+                             "`alisnet-export quant-report` and `ptl --keep-float` print them; `auto` is a .ptl "
+                             "search only.")(f)
+
+
+def keep_float_layers(text: Optional[str], float_: bool) -> tuple[str, ...]:
+    """The layer names of ``--keep-float`` for pte/onnx (a usage error for ``auto`` or with ``--float``)."""
+    layers = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    if layers and (float_ or "auto" in layers):
+        raise click.UsageError("--keep-float takes layer names, for int8 (`auto` searches on .ptl only: "
+                               "`alisnet-export ptl --keep-float auto`, then give the layers it kept)")
+    return layers
+
+
 def export_options(f: Callable) -> Callable:
     """Options every export command shares (images, height, gates, naming, output)."""
     for name, typ, text in reversed(_THRESHOLD_OPTIONS):
@@ -324,11 +341,12 @@ def coreml_command(reporter: Reporter, weights: str, image_input: bool, min_size
 @click.option("--bpte", "bundled_program", is_flag=True,
               help="Also write NAME.bpte, an ExecuTorch BundledProgram: the program plus the golden input and its "
                    "own output here, for ExecuTorch's on-device verification (checked here before it is written).")
+@keep_float_layers_option
 @no_equalize_option
 @export_options
 @pass_reporter
 def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_size: Optional[str], per_tensor: bool,
-                bundled_program: bool, no_equalize: bool, **kwargs: Any) -> int:
+                bundled_program: bool, keep_float: Optional[str], no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to an ExecuTorch .pte (XNNPACK delegate; int8 PT2E by default) and gate it on parity.
 
     \b
@@ -342,7 +360,7 @@ def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_s
     from ..exporters.pte import PteExporter, PteOptions
 
     exporter = PteExporter(PteOptions(per_channel=not per_tensor, equalize=not no_equalize,
-                                      bundled_program=bundled_program))
+                                      bundled_program=bundled_program, keep_float=keep_float_layers(keep_float, float_)))
     default = exporter.default_bounds
     bounds = SizeBounds(parse_hw(min_size, "--min-size") or default.min_hw,
                         parse_hw(max_size, "--max-size") or default.max_hw)

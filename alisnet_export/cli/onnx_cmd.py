@@ -7,7 +7,8 @@ from typing import Any, Optional
 import click
 
 from ._common import Reporter, model_options, parse_hw, pass_reporter
-from .export_cmd import _common_kwargs, export_options, no_equalize_option, run_export
+from .export_cmd import (_common_kwargs, export_options, keep_float_layers, keep_float_layers_option, no_equalize_option,
+                         run_export)
 
 __all__ = ["onnx_command", "parse_size", "COMMANDS"]
 
@@ -26,9 +27,7 @@ parse_size = parse_hw
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
 @click.option("--ort", "ort_format", is_flag=True,
               help="Write the ORT format (.ort) for ONNX Runtime Mobile / minimal builds instead of .onnx.")
-@click.option("--keep-float", "keep_float", metavar="LAYER,...",
-              help="int8: leave these conv layers float (their Conv nodes get no QDQ; the rest stays int8). Names as "
-                   "`alisnet-export quant-report` and `ptl --keep-float` print them; `auto` is a .ptl search only.")
+@keep_float_layers_option
 @no_equalize_option
 @export_options
 @pass_reporter
@@ -46,12 +45,8 @@ def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optiona
     from ..exporters.base import SizeBounds
     from ..exporters.onnx import OnnxExporter, OnnxOptions
 
-    layers = tuple(n.strip() for n in (keep_float or "").split(",") if n.strip())
-    if layers and (float_ or "auto" in layers):
-        raise click.UsageError("--keep-float takes layer names, for int8 (`auto` searches on .ptl only: "
-                               "`alisnet-export ptl --keep-float auto`, then give the layers it kept)")
     exporter = OnnxExporter(OnnxOptions(opset=opset, per_channel=not per_tensor, equalize=not no_equalize,
-                                        ort_format=ort_format, keep_float=layers))
+                                        ort_format=ort_format, keep_float=keep_float_layers(keep_float, float_)))
     bounds = None
     if min_size or max_size:
         default = exporter.default_bounds

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -94,9 +94,36 @@ def _export(module: nn.Module, example: Tensor, bounds: SizeBounds, what: str):
         raise ExportError(f"torch.export of the {what} failed: {str(exc).splitlines()[0]}") from exc
 
 
+def _without_layers(quantizer: Any, layers: Sequence[str], prefix: str) -> Any:
+    """``quantizer`` whose annotations skip every node inside the modules ``layers`` (paths under ``prefix``
+    in the exported graph's ``nn_module_stack``): those layers stay float, their neighbours' outputs are
+    dequantized before them. XNNPACKQuantizer.set_module_name does not take ``None`` in this release."""
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    paths = tuple(f"{prefix}{layer}" for layer in layers)
+
+    class _SkipLayers(Quantizer):
+        def annotate(self, graph_module):
+            graph_module = quantizer.annotate(graph_module)
+            for node in graph_module.graph.nodes:
+                stack = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+                if any(p == path or p.startswith(path + ".") for p in stack for path in paths):
+                    node.meta.pop("quantization_annotation", None)
+            return graph_module
+
+        def validate(self, graph_module) -> None:
+            quantizer.validate(graph_module)
+
+        def transform_for_annotation(self, graph_module):
+            return quantizer.transform_for_annotation(graph_module)
+
+    return _SkipLayers()
+
+
 def quantize_coarse_pt2e(model: ALiSNet, example: Tensor, bounds: SizeBounds, inputs: list[Tensor], *,
-                         per_channel: bool = True) -> nn.Module:
-    """PT2E PTQ (XNNPACK quantizer) of backbone + head, calibrated on ``inputs``; PointRend stays float."""
+                         per_channel: bool = True, keep_float: Sequence[str] = ()) -> nn.Module:
+    """PT2E PTQ (XNNPACK quantizer) of backbone + head, calibrated on ``inputs``; PointRend stays float, and so
+    do the ``keep_float`` layers (left unannotated)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -108,6 +135,8 @@ def quantize_coarse_pt2e(model: ALiSNet, example: Tensor, bounds: SizeBounds, in
         raise ExportError("int8 .pte: calibration needs at least one input image")
     graph = _export(_Coarse(model), example, bounds, "coarse model (backbone + head)").module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    if keep_float:
+        quantizer = _without_layers(quantizer, keep_float, prefix="model.")
     prepared = prepare_pt2e(graph, quantizer)
     move_exported_model_to_eval(prepared)  # exported models refuse .eval()
     with torch.no_grad():
@@ -209,6 +238,11 @@ class PteOptions(ExportOptions):
     equalize: bool = True  # int8: activation-range equalization before calibration
     #: also write NAME.bpte, an ExecuTorch BundledProgram with the golden input and this program's output
     bundled_program: bool = False
+    #: int8: these conv layers of backbone/head (quant-report's names) stay float: left unannotated by PT2E
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
 
 class PteExporter(Exporter):
@@ -243,6 +277,16 @@ class PteExporter(Exporter):
         bounds = requested or self.default_bounds
         return SizeBounds(bounds.min_hw, bounds.max_hw, max(bounds.min_pixels, min_input_pixels(config)))
 
+    def _keep_float(self, job: ExportJob) -> tuple[str, ...]:
+        """The ``keep_float`` layers, checked: backbone/head conv layers (PointRend is float in a .pte anyway)."""
+        from ..quantize.mixed_precision import check_layer_names, float_layer_names
+
+        layers = self.options.keep_float
+        if layers:
+            check_layer_names(layers, [n for n in float_layer_names(job.reference) if not n.startswith("point_rend.")])
+            job.log(f"keeping {len(layers)} layer(s) float (--keep-float): {', '.join(layers)}")
+        return layers
+
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -263,10 +307,14 @@ class PteExporter(Exporter):
             inputs = job.calibration_inputs()
             job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
             source, equalization = job.quantization_source(inputs, equalize=self.options.equalize)
-            model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, per_channel=per_channel)
+            keep_float = self._keep_float(job)
+            model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, per_channel=per_channel,
+                                                    keep_float=keep_float)
             quantization = {
                 "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel, "equalization": equalization,
                 "calibration": {"images": len(inputs), **job.calibration_info},
+                **({"keep_float": {"mode": "manual", "layers": list(keep_float),
+                                   "why": {n: "asked for with --keep-float" for n in keep_float}}} if keep_float else {}),
                 "quantized_modules": ["backbone", "head"],
                 "float_modules": ["point_rend (point MLP in fp32 on XNNPACK; upsample, topk, grid_sample, scatter "
                                   "on portable kernels)"],
