@@ -30,7 +30,7 @@ from .pipeline import ExportOutcome, ReferenceOutputs
 from .samples import ImageSet, calibration_inputs, golden_source, image_sets_for, parity_inputs
 
 __all__ = ["Session", "prepare", "export", "bundle", "RecheckPlan", "plan_recheck", "recheck", "thresholds_for",
-           "QatResult", "qat", "TrainDemoResult", "train_demo"]
+           "QatResult", "qat", "TrainDemoResult", "train_demo", "PredictResult", "predict"]
 
 Log = Callable[[str], None]
 
@@ -601,3 +601,111 @@ def train_demo(data: Any, output: str | Path, *, config: Optional[str] = None, s
     save_checkpoint(output, model.state_dict(), cfg, meta=meta, half=half, force=force)
     return TrainDemoResult(output, output.stat().st_size, meta, metrics, result.last_state, result.device, steps,
                            result.total_seconds)
+
+
+# --------------------------------------------------------------------------------------------------
+# Masks and overlays of photos (``alisnet-export predict``).
+@dataclass
+class PredictResult:
+    """What :func:`predict` ran and wrote."""
+
+    checkpoint: Optional[Path]  # the float checkpoint, when it ran (no artifact, or compare_float)
+    artifact: Optional[Path]
+    variant: Optional[str]
+    results: list[dict[str, Any]]  # per image: image, input_hw, seconds, foreground_fraction, mask, overlay[, vs_float]
+
+
+def _open_artifact(path: Path, config: Optional[str]) -> Any:
+    """The artifact's runner and preprocessing (from the manifest beside it), as ``eval`` opens it."""
+    from .errors import DataError, EnvironmentProblem
+    from .paper_eval import open_targets
+
+    targets = open_targets([path], config)
+    if len(targets) != 1:
+        raise DataError(f"{path}: holds {len(targets)} artifacts; pass one artifact file")
+    if targets[0].skipped:
+        raise EnvironmentProblem(f"{path}: cannot run here: {targets[0].skipped}")
+    return targets[0]
+
+
+def _predict_image(image_path: Path, out: Path, *, model: Any, loaded: Optional[LoadedCheckpoint], target: Any,
+                   height: int, box: Optional[tuple[int, int, int, int]], margin: float, compare_float: bool,
+                   force: bool) -> dict[str, Any]:
+    """Segment one photo with ``target`` (an opened artifact) or else ``model``; write its mask and overlay
+    (and with ``compare_float``, the comparison with ``model``); returns its row of :attr:`PredictResult.results`."""
+    import time
+
+    from ._io import atomic_write
+    from .parity import compare_logits
+    from .preprocess import load_rgb_image, mask_to_original, preprocess
+    from .visualize import comparison_panel, mask_overlay, save_png
+
+    mean, std = (target.mean, target.std) if target is not None else (loaded.config.input.mean, loaded.config.input.std)
+    tag = f".{target.format}-{target.precision}" if target is not None else ""
+    image = load_rgb_image(image_path)
+    pre = preprocess(image, mean=mean, std=std, height=height, box=box, margin=margin)
+    start = time.perf_counter()
+    if target is not None:
+        target.check_size(*pre.tensor.shape[-2:], image=str(image_path))
+        logits = torch.from_numpy(target.run(pre.tensor.numpy()))
+    else:
+        with torch.inference_mode():
+            logits = model(pre.tensor)
+    seconds = time.perf_counter() - start
+    mask = mask_to_original(logits, pre)
+    stem = Path(image_path).stem
+    mask_path, overlay_path = out / f"{stem}{tag}.mask.png", out / f"{stem}{tag}.overlay.png"
+    atomic_write(mask_path, lambda tmp: save_png(mask, tmp), force=force)
+    atomic_write(overlay_path, lambda tmp: save_png(mask_overlay(image, mask), tmp), force=force)
+    row = {"image": str(image_path), "input_hw": list(pre.tensor.shape[-2:]), "seconds": seconds,
+           "foreground_fraction": float(mask.mean()), "mask": str(mask_path), "overlay": str(overlay_path)}
+    if compare_float:
+        ref_pre = preprocess(image, mean=loaded.config.input.mean, std=loaded.config.input.std, height=height, box=box,
+                             margin=margin)
+        with torch.inference_mode():
+            ref_logits = model(ref_pre.tensor)
+        m = compare_logits(stem, ref_logits.numpy(), logits.numpy())
+        float_mask = mask_to_original(ref_logits, ref_pre)
+        compare_path = out / f"{stem}{tag}.compare.png"
+        atomic_write(compare_path, lambda tmp: save_png(comparison_panel(image, float_mask, mask), tmp), force=force)
+        row["vs_float"] = {"mask_iou": m.mask_iou, "boundary_mean_px": m.boundary_mean_px,
+                           "boundary_p95_px": m.boundary_p95_px, "compare": str(compare_path),
+                           "pixels_differ": int(np.sum(float_mask != mask))}
+    return row
+
+
+def predict(images: Sequence[str | Path], output: str | Path, *, ckpt: Optional[str | Path] = None,
+            config: Optional[str] = None, pointrend: Optional[bool] = None, height: int = 1024,
+            box: Optional[tuple[int, int, int, int]] = None, artifact: Optional[str | Path] = None,
+            compare_float: bool = False, force: bool = False,
+            on_image: Callable[[dict[str, Any]], None] = lambda row: None) -> PredictResult:
+    """Segment ``images`` (files, folders or named sets; empty: the built-in samples) with the float checkpoint
+    ``ckpt`` (default: the embedded default), or with an exported ``artifact`` run by its runtime with the
+    preprocessing of its manifest; write ``NAME[.FORMAT-PRECISION].mask.png`` and ``.overlay.png`` to
+    ``output``. ``box`` (x0, y0, x1, y1): crop every photo to this person box plus the margin first.
+    ``compare_float`` (with an artifact) also runs the float model and writes ``.compare.png`` with IoU and
+    contour distance. ``on_image`` hears each image's row as it is done."""
+    from .errors import DataError
+    from .samples import resolve_image_set
+    from .zoo import default_checkpoint
+
+    if compare_float and artifact is None:
+        raise ValueError("compare_float compares an artifact with the float model; give artifact")
+    model = loaded = target = None
+    if artifact is None or compare_float:
+        loaded = load_checkpoint(Path(ckpt) if ckpt is not None else default_checkpoint().path, config,
+                                 pointrend=pointrend)
+        if loaded.is_qat:
+            raise DataError(f"{loaded.path}: is a QAT checkpoint; predict runs float checkpoints (export it with `ptl` first)")
+        model = loaded.build_model()
+    if artifact is not None:
+        target = _open_artifact(Path(artifact), config)
+    margin = target.info.get("crop_margin") if target is not None else None
+    margin = margin if margin is not None else (loaded.config.input.crop_margin if loaded is not None else 0.10)
+    rows = []
+    for image_path in resolve_image_set(images, default="samples").paths:
+        rows.append(_predict_image(image_path, Path(output), model=model, loaded=loaded, target=target, height=height,
+                                   box=box, margin=margin, compare_float=compare_float, force=force))
+        on_image(rows[-1])
+    return PredictResult(None if loaded is None else Path(loaded.path), None if artifact is None else Path(artifact),
+                         loaded.config.name if loaded is not None else target.info.get("variant"), rows)
