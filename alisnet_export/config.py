@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 __all__ = [
     "BACKBONES",
+    "DEFAULT_VARIANT",
     "PointRendConfig",
     "InputConfig",
     "ModelConfig",
@@ -28,6 +29,9 @@ __all__ = [
 
 #: Backbones the modeling code can build, with the torchvision builder each one mirrors.
 BACKBONES = ("mnasnet1_0", "mobilenet_v2", "mobilenet_v3_large", "resnext101_32x8d")
+
+#: the variant ``train-demo`` trains when none is given or stored (the paper's ALiSNet)
+DEFAULT_VARIANT = "alisnet_mnasnet"
 
 
 @dataclass(frozen=True)

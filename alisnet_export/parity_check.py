@@ -22,7 +22,7 @@ from .parity import GateResult, ParityReport, Thresholds, default_thresholds, ru
 from .formats import artifact_suffixes
 from .runtimes.base import Runner, detect_format, runner_for
 
-__all__ = ["Target", "resolve_targets", "renormalizer", "check_target", "CheckResult"]
+__all__ = ["Target", "resolve_targets", "renormalizer", "check_target", "CheckResult", "foreign_checkpoint", "all_passed"]
 
 
 @dataclass
@@ -146,3 +146,16 @@ def check_target(target: Target, reference: Callable[[np.ndarray], np.ndarray], 
     result.report.gates += [GateResult("artifact_sha256_matches_manifest", target.name, 0.0, 1.0, False)
                             for _ in result.integrity]
     return result
+
+
+def foreign_checkpoint(target: Target, sha256: str) -> Optional[str]:
+    """The sha256 of the float checkpoint ``target``'s manifest says it was exported from, when that is not
+    ``sha256`` (the reference it is being checked against); None otherwise or without a manifest."""
+    checkpoint = (target.manifest or {}).get("model", {}).get("checkpoint", {})
+    recorded = checkpoint.get("sha256")
+    return recorded if recorded and recorded != sha256 and checkpoint.get("kind") == "float" else None
+
+
+def all_passed(results: Sequence[CheckResult]) -> bool:
+    """The verdict of a re-check: every artifact that could run here passed, and at least one could."""
+    return all(r.passed or r.skipped for r in results) and any(not r.skipped for r in results)

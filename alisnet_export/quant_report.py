@@ -31,7 +31,7 @@ from .reports import denormalize, write_overlays
 from .visualize import save_png
 
 __all__ = ["PtlQuantModels", "build_ptl_int8", "ptl_quant_report", "uncertainty_picture", "write_quant_report",
-           "REPORT_FILES"]
+           "REPORT_FILES", "load_float_checkpoint", "run_ptl_report"]
 
 REPORT_FILES = ("report.json", "report.html", "layers.png")
 
@@ -253,3 +253,48 @@ def write_quant_report(out_dir: Path, report: dict[str, Any], baseline: ParityRe
     atomic_write(paths["html"], lambda p: p.write_text(page, encoding="utf-8"), force=True)
     atomic_write(paths["json"], lambda p: p.write_text(text, encoding="utf-8"), force=True)
     return paths
+
+
+def load_float_checkpoint(ckpt: Optional[str | Path], config: Optional[str] = None,
+                          pointrend: Optional[bool] = None) -> Any:
+    """The float checkpoint to debug (default: the embedded default); a QAT checkpoint is refused."""
+    from .checkpoint import load_checkpoint
+    from .errors import DataError
+    from .zoo import default_checkpoint
+
+    loaded = load_checkpoint(Path(ckpt) if ckpt is not None else default_checkpoint().path, config, pointrend=pointrend)
+    if loaded.is_qat:
+        raise DataError(f"{loaded.path}: a QAT checkpoint; quant-report debugs post-training quantization of a float "
+                        "checkpoint (pass the float checkpoint the QAT started from)")
+    return loaded
+
+
+def run_ptl_report(loaded: Any, out_dir: Path, *, images: Sequence[str | Path] = (),
+                   calibration_images: Sequence[str | Path] = (), height: int = 1024,
+                   calibration_height: Optional[int] = None, top_k: int = 8, reverse: bool = True,
+                   person_crops: bool = True, equalize: bool = True, log: Callable[[str], None] = lambda m: None,
+                   warn: Callable[[str], None] = lambda m: None) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The whole report for the int8 .ptl path of ``loaded`` (a float checkpoint): quantize it as ``ptl`` does,
+    calibrating on ``calibration_images`` at ``calibration_height`` (default: the checkpoint's calibration set,
+    at ``height``), measure it on ``images`` (default: its parity set) at ``height``, and write the files into
+    ``out_dir`` (:func:`write_quant_report`). Returns ``(report, files)``."""
+    from .samples import calibration_inputs, image_sets_for, parity_inputs
+
+    start = time.perf_counter()
+    cfg, reference = loaded.config, loaded.build_model()
+    measured, calibration_set = image_sets_for(loaded.sha256, images, calibration_images, calibrate=True, warn=warn)
+    inputs = list(parity_inputs(list(measured.paths), cfg, height=height, reference=reference, person_crops=person_crops))
+    calibration = calibration_inputs(list(calibration_set.paths), cfg, height=calibration_height or height)
+    models = build_ptl_int8(reference, calibration, equalize=equalize, log=log)
+    log(f"calibrated on {models.calibration_images} images; measuring {len(inputs)} images")
+    section, baseline, reference_logits = ptl_quant_report(models, inputs, reference, top_k=top_k, reverse=reverse,
+                                                           log=log)
+    report: dict[str, Any] = {
+        "checkpoint": str(loaded.path), "sha256": loaded.sha256, "variant": cfg.name, "height": height,
+        "calibration_height": calibration_height or height, "images": [name for name, _ in inputs],
+        "image_sets": {"measured": measured.to_dict(), "calibration": calibration_set.to_dict()},
+        "targets": {"ptl": section},
+    }
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    paths = write_quant_report(out_dir, report, baseline, reference_logits, inputs, cfg.input.mean, cfg.input.std)
+    return report, paths

@@ -55,6 +55,10 @@ __all__ = [
     "lr_factor",
     "training_batches",
     "load_training_state",
+    "state_dir_for",
+    "prepare_state_dir",
+    "hardware_info",
+    "load_backbone_weights",
     "evaluate_miou",
     "SegmentationMetrics",
     "TRAINING_STATE_FORMAT",
@@ -413,6 +417,73 @@ def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _prune_states(folder: Path, keep: int) -> None:
     for old in sorted(folder.glob(_STATE_GLOB))[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
+
+
+def state_dir_for(output: Path) -> Path:
+    """Where a run writing checkpoint ``output`` (``NAME.pth``) keeps its training states: ``NAME.train/``."""
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".pth") + ".train")
+
+
+def prepare_state_dir(state_dir: Path, resume: Optional[Path], force: bool) -> None:
+    """Refuse to mix a new run's training states with an earlier run's (unless ``force``: they are deleted);
+    a run that ``resume``s continues them."""
+    from .errors import OutputError
+
+    old = sorted(state_dir.glob(_STATE_GLOB)) if state_dir.is_dir() else []
+    if old and resume is None:
+        if not force:
+            raise OutputError(f"{state_dir}: holds training states of an earlier run; pass --resume {state_dir} to "
+                              "continue it, or --force to start over (deletes them).")
+        for path in old + [state_dir / "train_log.jsonl"]:
+            path.unlink(missing_ok=True)
+
+
+def hardware_info(device: str, world_size: int) -> dict[str, Any]:
+    """What a run trained on, for the checkpoint's meta: device, CPU model, usable cores, threads, processes."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    info: dict[str, Any] = {"device": device, "cpu": cpu, "cpu_cores": cores, "threads": torch.get_num_threads(),
+                            "processes": world_size}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> int:
+    """Start ``model``'s backbone from a torchvision ImageNet state dict at ``path`` (read with
+    ``weights_only``); returns how many tensors were copied."""
+    from .modeling import load_imagenet_weights
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file; --init-backbone takes a torchvision ImageNet checkpoint (.pth).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unsafe pickles and corrupt files raise many types
+        raise CheckpointError(f"{path}: cannot read it safely as a state dict: {str(exc).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict of ImageNet weights.")
+    try:
+        return load_imagenet_weights(model.backbone, state, source=str(path))
+    except ValueError as exc:
+        raise CheckpointError(f"{exc}. Pass ImageNet weights for backbone {model.config.backbone}.") from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,57 +51,68 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
     is 0 only when every gate of every artifact that can run here passes (1 otherwise). Artifacts
     whose runtime cannot run on this platform (Core ML off macOS) are reported as skipped.
     """
-    from tqdm import tqdm
-
     from ..errors import DataError
     from .. import api
-    from ..parity_check import check_target
-    from ..reports import denormalize, write_junit, write_reports
+    from ..parity_check import all_passed, foreign_checkpoint
 
     if reference_ckpt is None:
         raise DataError("missing --reference CKPT: parity needs the float checkpoint the artifacts must match")
     plan = api.plan_recheck(target, reference=reference_ckpt, config=config, images=images, height=height,
                             person_crops=not no_person_crops, precision=precision)
-    targets, loaded, cfg, inputs, reference_fn = plan.targets, plan.loaded, plan.loaded.config, plan.inputs, plan.reference
-    height = plan.height
-    for t in targets:
-        recorded = (t.manifest or {}).get("model", {}).get("checkpoint", {}).get("sha256")
-        if recorded and recorded != loaded.sha256 and (t.manifest or {}).get("model", {}).get("checkpoint", {}).get("kind") == "float":
+    for t in plan.targets:
+        recorded = foreign_checkpoint(t, plan.loaded.sha256)
+        if recorded:
             reporter.line(f"warning: {t.name} was exported from a checkpoint with sha256 {recorded[:12]}..., "
-                          f"not {reference_ckpt} ({loaded.sha256[:12]}...)", fg="yellow")
+                          f"not {reference_ckpt} ({plan.loaded.sha256[:12]}...)", fg="yellow")
+    results = [_check(reporter, t, plan, gates, keep_masks=report_dir is not None) for t in plan.targets]
+    files = _write_files(reporter, results, plan, junit_path, report_dir, worst,
+                         context={"reference": f"{reference_ckpt} ({plan.loaded.config.name}, sha256 "
+                                               f"{plan.loaded.sha256[:12]}...)",
+                                  "target": str(target), "height": str(plan.height), "images": str(len(plan.inputs))})
+    passed = all_passed(results)
+    reporter.line("")
+    reporter.line(f"parity {'PASSED' if passed else 'FAILED'}: {sum(r.passed for r in results)} passed, "
+                  f"{sum(1 for r in results if not r.passed and not r.skipped)} failed, "
+                  f"{sum(1 for r in results if r.skipped)} skipped", fg="green" if passed else "red", bold=True)
+    reporter.result({"ok": passed, "reference": str(reference_ckpt), "height": plan.height,
+                     "results": [r.to_dict() for r in results], "files": files})
+    return 0 if passed else 1
 
-    results = []
-    for t in targets:
-        reporter.line(f"checking {t.path} ({t.format}, {t.precision})", bold=True)
-        bar = tqdm(total=len(inputs), desc=t.name, unit="image", file=sys.stderr, leave=False)
-        result = check_target(t, reference_fn, cfg, inputs, thresholds=_thresholds(t.precision, gates),
-                              progress=lambda n: bar.update(1), keep_masks=report_dir is not None)
-        bar.close()
-        results.append(result)
-        _print_result(reporter, result)
+
+def _check(reporter: Reporter, target: Any, plan: Any, gates: dict[str, Any], *, keep_masks: bool) -> Any:
+    """Re-check one artifact with a progress bar, and print its result."""
+    from tqdm import tqdm
+
+    from ..parity_check import check_target
+
+    reporter.line(f"checking {target.path} ({target.format}, {target.precision})", bold=True)
+    bar = tqdm(total=len(plan.inputs), desc=target.name, unit="image", file=sys.stderr, leave=False)
+    result = check_target(target, plan.reference, plan.loaded.config, plan.inputs,
+                          thresholds=_thresholds(target.precision, gates), progress=lambda n: bar.update(1),
+                          keep_masks=keep_masks)
+    bar.close()
+    _print_result(reporter, result)
+    return result
+
+
+def _write_files(reporter: Reporter, results: list, plan: Any, junit_path: Optional[Path], report_dir: Optional[Path],
+                 worst: int, *, context: dict[str, str]) -> dict[str, str]:
+    """--junit and --report: the files written, by kind."""
+    from ..reports import denormalize, write_junit, write_reports
+
     reports = [r.report for r in results if r.report is not None]
     files: dict[str, str] = {}
     if junit_path:
         write_junit(junit_path, reports)
         files["junit"] = str(junit_path)
     if report_dir:
-        pictures = {n: denormalize(x, cfg.input.mean, cfg.input.std) for n, x in inputs}
-        context = {"reference": f"{reference_ckpt} ({cfg.name}, sha256 {loaded.sha256[:12]}...)",
-                   "target": str(target), "height": str(height), "images": str(len(inputs))}
-        for r in results:
-            if r.skipped:
-                context[f"skipped {r.target.name}"] = r.skipped
+        cfg = plan.loaded.config
+        pictures = {n: denormalize(x, cfg.input.mean, cfg.input.std) for n, x in plan.inputs}
+        context = {**context, **{f"skipped {r.target.name}": r.skipped for r in results if r.skipped}}
         paths = write_reports(report_dir, reports, pictures, context=context, worst=worst)
         files.update({k: str(v) for k, v in paths.items()})
         reporter.line(f"report: {paths['html']}")
-    passed = all(r.passed or r.skipped for r in results) and any(not r.skipped for r in results)
-    reporter.line("")
-    reporter.line(f"parity {'PASSED' if passed else 'FAILED'}: {sum(r.passed for r in results)} passed, "
-                  f"{sum(1 for r in results if not r.passed and not r.skipped)} failed, "
-                  f"{sum(1 for r in results if r.skipped)} skipped", fg="green" if passed else "red", bold=True)
-    reporter.result({"ok": passed, "reference": str(reference_ckpt), "height": height,
-                     "results": [r.to_dict() for r in results], "files": files})
-    return 0 if passed else 1
+    return files
 
 
 def _print_result(reporter: Reporter, result) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,13 +51,32 @@ def quant_report_command(reporter: Reporter, ckpt: Optional[Path], config: Optio
     Writes report.json, report.html, layers.png and PNG pictures into --output.
     Exit 0 when the report is written (the int8 gate's verdict is in it).
     """
-    from ..checkpoint import load_checkpoint
-    from ..errors import DataError
     from ..pipeline import check_writable
-    from ..quant_report import REPORT_FILES, build_ptl_int8, ptl_quant_report, write_quant_report
-    from ..samples import calibration_inputs, image_sets_for, parity_inputs
-    from ._common import resolve_checkpoint
+    from ..quant_report import REPORT_FILES, load_float_checkpoint, run_ptl_report
 
+    _check_targets(targets)
+    calibration_height = calibration_height or height
+    check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
+    check_writable([output / f for f in REPORT_FILES], force)
+    loaded = load_float_checkpoint(ckpt, config, pointrend=False if no_pointrend else None)
+    reporter.line(f"alisnet-export quant-report: {loaded.config.name} from {loaded.path} at {height} px -> {output}",
+                  bold=True)
+    report, paths = run_ptl_report(loaded, output, images=images, calibration_images=calibration_images, height=height,
+                                   calibration_height=calibration_height, top_k=top_k, reverse=not no_reverse,
+                                   person_crops=not no_person_crops, equalize=not no_equalize,
+                                   log=lambda m: reporter.line(f"  {m}"),
+                                   warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
+    section = report["targets"]["ptl"]
+    _print_summary(reporter, report, section, paths)
+    reporter.result({"ok": True, **{k: report[k] for k in ("checkpoint", "variant", "height", "images", "seconds")},
+                     "int8": section["int8"], "worst_layers": section["worst_layers"],
+                     "attribution": section["attribution"], "uncertainty": report["uncertainty"],
+                     "files": {k: str(p) for k, p in paths.items()}})
+    return 0
+
+
+def _check_targets(targets: str) -> None:
+    """--targets: known names, and only the implemented ones."""
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
     unknown = [t for t in wanted if t not in SUPPORTED_TARGETS + PLANNED_TARGETS]
     if unknown or not wanted:
@@ -66,35 +84,9 @@ def quant_report_command(reporter: Reporter, ckpt: Optional[Path], config: Optio
     planned = [t for t in wanted if t in PLANNED_TARGETS]
     if planned:
         raise click.UsageError(f"--targets {','.join(planned)}: not implemented yet (only ptl); see CHANGELOG")
-    calibration_height = calibration_height or height
-    check_multiple_of_32(("--height", height), ("--calibration-height", calibration_height))
-    check_writable([output / f for f in REPORT_FILES], force)
-    start = time.perf_counter()
-    loaded = load_checkpoint(resolve_checkpoint(ckpt), config, pointrend=False if no_pointrend else None)
-    if loaded.is_qat:
-        raise DataError(f"{loaded.path}: a QAT checkpoint; quant-report debugs post-training quantization of a float "
-                        "checkpoint (pass the float checkpoint the QAT started from)")
-    cfg = loaded.config
-    reference = loaded.build_model()
-    reporter.line(f"alisnet-export quant-report: {cfg.name} from {loaded.path} at {height} px -> {output}", bold=True)
-    log = lambda m: reporter.line(f"  {m}")  # noqa: E731
-    measured, calibration_set = image_sets_for(loaded.sha256, images, calibration_images, calibrate=True,
-                                               warn=lambda m: reporter.line(f"warning: {m}", fg="yellow"))
-    inputs = list(parity_inputs(list(measured.paths), cfg, height=height, reference=reference,
-                                person_crops=not no_person_crops))
-    calibration = calibration_inputs(list(calibration_set.paths), cfg, height=calibration_height)
-    models = build_ptl_int8(reference, calibration, equalize=not no_equalize, log=log)
-    log(f"calibrated on {models.calibration_images} images; measuring {len(inputs)} images")
-    section, baseline, reference_logits = ptl_quant_report(models, inputs, reference, top_k=top_k,
-                                                           reverse=not no_reverse, log=log)
-    report: dict[str, Any] = {
-        "checkpoint": str(loaded.path), "sha256": loaded.sha256, "variant": cfg.name, "height": height,
-        "calibration_height": calibration_height, "images": [name for name, _ in inputs],
-        "image_sets": {"measured": measured.to_dict(), "calibration": calibration_set.to_dict()},
-        "targets": {"ptl": section},
-    }
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    paths = write_quant_report(output, report, baseline, reference_logits, inputs, cfg.input.mean, cfg.input.std)
+
+
+def _print_summary(reporter: Reporter, report: dict[str, Any], section: dict[str, Any], paths: dict[str, Path]) -> None:
     s = section["int8"]
     reporter.line("")
     reporter.line(f"ptl int8: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), contour "
@@ -109,10 +101,6 @@ def quant_report_command(reporter: Reporter, ckpt: Optional[Path], config: Optio
         reporter.line(report["uncertainty"]["note"], fg="yellow")
     reporter.line("")
     reporter.line(f"report: {paths['html']} ({report['seconds']:.0f} s)")
-    reporter.result({"ok": True, **{k: report[k] for k in ("checkpoint", "variant", "height", "images", "seconds")},
-                     "int8": s, "worst_layers": section["worst_layers"], "attribution": section["attribution"],
-                     "uncertainty": report["uncertainty"], "files": {k: str(p) for k, p in paths.items()}})
-    return 0
 
 
 COMMANDS = [quant_report_command]

@@ -6,15 +6,22 @@ network's training input.
 """
 
 from .datasets import CocoPersonDataset, SegmentationFolder
+from .sources import CocoData, DataSource, FolderData, SyntheticData, TrainingData, open_training_data
 from .synthetic import SyntheticPeople, SyntheticSample, render_sample, write_synthetic_dataset
 from .transforms import TrainTransform, to_target
 
 __all__ = [
+    "CocoData",
     "CocoPersonDataset",
+    "DataSource",
+    "FolderData",
     "SegmentationFolder",
     "SyntheticPeople",
+    "SyntheticData",
     "SyntheticSample",
     "TrainTransform",
+    "TrainingData",
+    "open_training_data",
     "render_sample",
     "to_target",
     "write_synthetic_dataset",

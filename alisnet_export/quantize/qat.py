@@ -10,6 +10,7 @@ Layout (a native checkpoint, readable with ``torch.load(weights_only=True)``)::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -24,8 +25,9 @@ from ..errors import CheckpointError
 from ..modeling import build_model
 from . import eager
 
-__all__ = ["save_qat_checkpoint", "load_qat_model", "seed_activation_ranges", "DistillationLoss", "agreement",
-           "as_runner", "export_fidelity", "EXPORT_FIDELITY_MIN_IOU"]
+__all__ = ["save_qat_checkpoint", "load_qat_model", "seed_activation_ranges", "calibrated_start", "DistillationLoss",
+           "agreement", "describe_agreement", "as_runner", "export_fidelity", "EXPORT_FIDELITY_MIN_IOU", "qat_steps",
+           "schedule_steps", "convert_checked"]
 
 
 def save_qat_checkpoint(path: Path, prepared: nn.Module, config: ModelConfig, *, reference: Mapping[str, torch.Tensor],
@@ -88,6 +90,51 @@ def seed_activation_ranges(qat_model: nn.Module, calibrated: nn.Module) -> int:
     if seeded == 0:
         raise ValueError("no activation quantizer of the QAT model matches a calibrated observer")
     return seeded
+
+
+def calibrated_start(prepared: nn.Module, start: nn.Module, calibration: Sequence[torch.Tensor],
+                     options: eager.EagerQuantOptions) -> tuple[int, nn.Module]:
+    """Calibrate ``start`` (the float model ``prepared`` came from) post-training on ``calibration``, seed
+    ``prepared``'s activation fake-quantizers from those ranges and freeze them.
+
+    Returns ``(quantizers seeded, the PTQ int8 model)``: the int8 model PTQ would ship, the baseline QAT
+    has to beat."""
+    observed = eager.prepare(start, qat=False, options=options)
+    eager.calibrate(observed, calibration)
+    seeded = seed_activation_ranges(prepared, observed)
+    eager.disable_activation_observers(prepared)  # from now on measuring must not move the calibrated ranges
+    return seeded, eager.convert(observed)
+
+
+def qat_steps(*, epochs: Optional[float], steps: Optional[int], num_images: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps for ``steps`` or ``epochs`` (passes over the training images, all ranks together)."""
+    if steps is not None:
+        return steps
+    per_step = batch_size * world_size
+    return max(1, math.ceil((epochs or 1.0) * num_images / per_step))
+
+
+def schedule_steps(total: int, freeze_bn_at: float, freeze_observers_at: float) -> tuple[int, int]:
+    """Steps at which BN statistics and then the observers freeze (fractions of the run, observers last).
+
+    The observers always see at least one step: frozen at step 0 they would hold no ranges (a one-step run
+    never freezes them)."""
+    bn = min(total - 1, int(round(freeze_bn_at * total)))
+    obs = min(total - 1, max(bn, int(round(freeze_observers_at * total))))
+    return bn, max(1, obs)
+
+
+def convert_checked(prepared: nn.Module) -> nn.Module:
+    """The int8 model of a fine-tuned QAT model (moved to the CPU, eval mode), run once on a small input:
+    a model that does not convert fails here, not at export time."""
+    prepared.to("cpu").eval()
+    try:
+        int8 = eager.convert(prepared)
+        with torch.inference_mode():
+            int8(torch.zeros(1, 3, 64, 64))
+    except Exception as exc:
+        raise CheckpointError(f"the fine-tuned QAT model does not convert to int8: {str(exc).splitlines()[0]}") from exc
+    return int8
 
 
 class DistillationLoss(nn.Module):
@@ -159,6 +206,11 @@ def agreement(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable
             "mean_iou": float(sum(m.mask_iou for m in metrics) / len(metrics)),
             "min_iou": float(min(m.mask_iou for m in metrics)),
             "mean_boundary_px": float(sum(m.boundary_mean_px for m in metrics) / len(metrics))}
+
+
+def describe_agreement(a: Mapping[str, float]) -> str:
+    """One line for an :func:`agreement` result."""
+    return f"mask IoU {a['mean_iou']:.4f} (min {a['min_iou']:.4f}), contour {a['mean_boundary_px']:.2f} px"
 
 
 def as_runner(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
