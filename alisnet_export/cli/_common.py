@@ -24,7 +24,6 @@ __all__ = [
     "json_option",
     "Reporter",
     "resolve_checkpoint",
-    "load_model_from_options",
     "human_size",
     "check_multiple_of_32",
 ]
@@ -78,15 +77,6 @@ def resolve_checkpoint(ckpt: Optional[Path]) -> Path:
     from ..zoo import default_checkpoint
 
     return default_checkpoint().path
-
-
-def load_model_from_options(ckpt: Optional[Path], config: Optional[str], no_pointrend: bool):
-    """``(loaded_checkpoint, float_model)`` for the standard model options."""
-    from ..checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(resolve_checkpoint(ckpt), config, pointrend=False if no_pointrend else None)
-    model = None if loaded.is_qat else loaded.build_model()
-    return loaded, model
 
 
 class Reporter:

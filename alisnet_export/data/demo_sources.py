@@ -26,12 +26,11 @@ import hashlib
 import io
 import json
 import lzma
-import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator, Optional

@@ -136,7 +136,6 @@ def layer_errors(twin: nn.Module, converted: nn.Module, inputs: Sequence[torch.T
     on the float model's input). Needs the QNNPACK engine (selected here)."""
     eager.use_qnnpack()
     layers = quantized_layers(converted)
-    by_name = {l.name: l for l in layers}
 
     def fresh() -> dict[str, float]:
         return {"signal": 0.0, "noise": 0.0, "max": 0.0, "calls": 0}
