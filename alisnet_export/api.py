@@ -181,7 +181,7 @@ def bundle(session: Session, targets: str | Sequence[Any], out: str | Path, *, f
            progress: Callable[[str], None] = lambda image_name: None):
     """Every target (``"ptl,pte,onnx,coreml"``, ``"ptl:float32,onnx"``, or parsed targets) in one bundle folder
     ``out`` (+ ``out.zip``) with one manifest, one golden file and the emitted parity suite."""
-    from .bundle import build_bundle, check_bundle_writable, parse_targets
+    from .bundle.build import build_bundle, check_bundle_writable, parse_targets
 
     parsed = parse_targets(targets, float_=float_) if isinstance(targets, str) else list(targets)
     out = Path(out)
@@ -215,7 +215,7 @@ def plan_recheck(artifact: str | Path, *, reference: Optional[str | Path] = None
     (default: the embedded default; a QAT checkpoint is refused) and preprocess ``images`` (default: the
     reference's parity set) at ``height`` (default: the manifest's, else 1024)."""
     from .errors import DataError
-    from .parity_check import resolve_targets
+    from .verify.recheck import resolve_targets
     from .runtimes.torch_runners import TorchModelRunner
     from .samples import default_image_sets, resolve_image_set
     from .zoo import default_checkpoint
@@ -242,7 +242,7 @@ def recheck(artifact: str | Path, *, reference: Optional[str | Path] = None, con
     """Check shipped artifacts against the float ``reference`` checkpoint (:func:`plan_recheck` says which
     images, at which height). Returns one result per artifact (``.report`` is None for an artifact whose
     runtime cannot run here)."""
-    from .parity_check import check_target
+    from .verify.recheck import check_target
 
     plan = plan_recheck(artifact, reference=reference, config=config, images=images, height=height,
                         person_crops=person_crops, precision=precision)
@@ -308,7 +308,7 @@ def _qat_run(ckpt: Optional[str | Path], data: Any, output: Path, *, config: Opt
     from ._io import refuse_existing
     from .data.sources import open_training_data
     from .errors import CheckpointError, DataError
-    from .training import load_training_state, prepare_state_dir, state_dir_for
+    from .train.trainer import load_training_state, prepare_state_dir, state_dir_for
     from .zoo import default_checkpoint
 
     refuse_existing([output], force)
@@ -366,7 +366,7 @@ def _qat_train(run: _QatRun, *, epochs: Optional[float], steps: Optional[int], b
     from .data import TrainTransform
     from .quantize import eager
     from .quantize.qat import DistillationLoss, qat_steps, schedule_steps
-    from .training import TrainOptions, train
+    from .train.trainer import TrainOptions, train
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     total = qat_steps(epochs=epochs, steps=steps, num_images=len(run.source.train), batch_size=batch_size,
@@ -424,7 +424,7 @@ def qat(ckpt: Optional[str | Path], data: Any, output: str | Path, *, config: Op
 
     from .quantize import eager
     from .quantize.qat import agreement, as_runner, convert_checked, export_fidelity, save_qat_checkpoint
-    from .training import hardware_info
+    from .train.trainer import hardware_info
 
     began, output = time.perf_counter(), Path(output)
     run = _qat_run(ckpt, data, output, config=config, crop=crop, height=height, calibration_images=calibration_images,
@@ -442,7 +442,7 @@ def qat(ckpt: Optional[str | Path], data: Any, output: str | Path, *, config: Op
     fidelity = export_fidelity(run.prepared, as_runner(int8), run.check_inputs) if check_export_fidelity else None
     metrics = None
     if run.source.held_out is not None:
-        from .evaluation import evaluate_miou
+        from .evaluate.metrics import evaluate_miou
 
         metrics = evaluate_miou(run.prepared, run.source.held_out, progress=progress)
         log(f"held-out (fake-quantized model): {metrics.summary()}")
@@ -502,7 +502,7 @@ def _training_config(config: Optional[str], resume_state: Optional[dict[str, Any
 def _initial_weights(model: torch.nn.Module, config_name: str, init_backbone: Optional[str | Path],
                      init_from: Optional[str | Path], log: Log) -> None:
     """Start from ImageNet backbone weights and/or a whole float checkpoint of the same config."""
-    from .training import load_backbone_weights
+    from .train.trainer import load_backbone_weights
 
     if init_backbone is not None:
         copied = load_backbone_weights(model, init_backbone)
@@ -557,9 +557,9 @@ def train_demo(data: Any, output: str | Path, *, config: Optional[str] = None, s
     from .checkpoint import save_checkpoint
     from .data import TrainTransform
     from .data.sources import open_training_data
-    from .evaluation import evaluate_miou
+    from .evaluate.metrics import evaluate_miou
     from .modeling import build_model
-    from .training import (TrainOptions, hardware_info, load_training_state, prepare_state_dir, recompute_bn_stats,
+    from .train.trainer import (TrainOptions, hardware_info, load_training_state, prepare_state_dir, recompute_bn_stats,
                            state_dir_for, train, training_batches)
 
     recipe = dict(steps=steps, batch_size=batch_size, crop=crop, lr=lr, optimizer=optimizer, warmup=warmup,
@@ -625,7 +625,7 @@ class PredictResult:
 def _open_artifact(path: Path, config: Optional[str]) -> Any:
     """The artifact's runner and preprocessing (from the manifest beside it), as ``eval`` opens it."""
     from .errors import DataError, EnvironmentProblem
-    from .paper_eval import open_targets
+    from .evaluate.paper import open_targets
 
     targets = open_targets([path], config)
     if len(targets) != 1:

@@ -27,7 +27,7 @@ from torch import nn
 from ._io import atomic_write
 from .parity import UNCERTAIN_MARGIN, ParityReport, Thresholds, uncertain_fraction, uncertainty_note
 from .quantize import debug, eager, mixed_precision
-from .reports import denormalize, write_overlays
+from .verify.reports import denormalize, write_overlays
 from .visualize import save_png
 
 __all__ = ["PtlQuantModels", "build_ptl_int8", "ptl_quant_report", "uncertainty_picture", "write_quant_report",

@@ -15,7 +15,7 @@ import torch
 from alisnet_export.config import load_config
 from alisnet_export.data import SyntheticPeople, TrainTransform
 from alisnet_export.modeling import build_model
-from alisnet_export.training import TrainOptions, train
+from alisnet_export.train.trainer import TrainOptions, train
 
 
 def main(out: Path) -> None:

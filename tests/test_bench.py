@@ -41,14 +41,14 @@ def test_measurements_are_real(measured):
 
 @pytest.fixture
 def no_cli_subprocess(monkeypatch):
-    """Fail any subprocess bench starts except its own worker (``python -m alisnet_export.bench SPEC``), never
+    """Fail any subprocess bench starts except its own worker (``python -m alisnet_export.bench.runner SPEC``), never
     the command line; returns the specs the workers ran."""
     import subprocess
 
     real_run, specs = subprocess.run, []
 
     def run(cmd, *args, **kwargs):
-        assert list(cmd[1:3]) == ["-m", "alisnet_export.bench"], f"bench ran a subprocess: {cmd}"
+        assert list(cmd[1:3]) == ["-m", "alisnet_export.bench.runner"], f"bench ran a subprocess: {cmd}"
         specs.append(json.loads(cmd[3]))
         return real_run(cmd, *args, **kwargs)
 

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from alisnet_export.bundle import BundleOutcome, Target, TargetResult, parse_targets
+from alisnet_export.bundle.build import BundleOutcome, Target, TargetResult, parse_targets
 from alisnet_export.errors import ExportError
 from alisnet_export.golden import read_golden
 from alisnet_export.manifest import read_manifest

@@ -9,7 +9,7 @@ from PIL import Image
 
 from alisnet_export.data.coco_masks import mask_to_rle
 from alisnet_export.data.synthetic import write_synthetic_dataset
-from alisnet_export.paper_eval import EvalItem, EvalTarget, evaluate_targets
+from alisnet_export.evaluate.paper import EvalItem, EvalTarget, evaluate_targets
 from alisnet_export.preprocess import crop_box, person_box
 
 PTL = "alisnet_mobilenetv2-float32.ptl"

@@ -16,9 +16,9 @@ from torch import nn
 from alisnet_export.config import load_config
 from alisnet_export.data import SyntheticPeople, TrainTransform
 from alisnet_export.errors import CheckpointError
-from alisnet_export.evaluation import evaluate_miou
+from alisnet_export.evaluate.metrics import evaluate_miou
 from alisnet_export.modeling import build_model
-from alisnet_export.training import (
+from alisnet_export.train.trainer import (
     TrainOptions,
     load_training_state,
     lr_factor,
@@ -203,7 +203,7 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path):
 
 
 def test_backbone_lr_mult_scales_only_the_backbone_groups(tiny_config):
-    from alisnet_export.training import _build_optimizer
+    from alisnet_export.train.trainer import _build_optimizer
 
     model = build_model(tiny_config)
     opt = _build_optimizer(model, TrainOptions(steps=10, lr=1e-3, backbone_lr_mult=0.1))

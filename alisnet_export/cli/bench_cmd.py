@@ -55,8 +55,8 @@ def bench_command(reporter: Reporter, ckpt: Optional[Path], output: Path, height
     PointRend's share, scaling with the input height and the paper's Table 1 sizes.
     Writes bench.json, bench.md and bench.png. Takes about 10 minutes on 2 cores.
     """
-    from ..bench import BenchOptions, run_bench
-    from ..bench import update_readme as paste
+    from ..bench.runner import BenchOptions, run_bench
+    from ..bench.runner import update_readme as paste
     from ..formats import parse_targets
 
     try:

@@ -79,7 +79,7 @@ def bundle_command(reporter: Reporter, ckpt: Optional[Path], config: Optional[st
     import time
 
     from .. import api
-    from ..bundle import check_bundle_writable
+    from ..bundle.build import check_bundle_writable
     from ..checkpoint import load_checkpoint
 
     calibration_height = calibration_height or height

@@ -60,7 +60,7 @@ def eval_command(targets, data: Optional[Path], coco: Optional[Path], coco_image
 
     from tqdm import tqdm
 
-    from ..paper_eval import (evaluate_targets, open_dataset, open_targets, resolve_margin, runnable_targets,
+    from ..evaluate.paper import (evaluate_targets, open_dataset, open_targets, resolve_margin, runnable_targets,
                               write_eval_report, write_table_into)
 
     check_multiple_of_32(("--height", height))

@@ -53,7 +53,7 @@ def parity_command(target: Path, reference_ckpt: Optional[Path], config: Optiona
     """
     from ..errors import DataError
     from .. import api
-    from ..parity_check import all_passed, foreign_checkpoint
+    from ..verify.recheck import all_passed, foreign_checkpoint
 
     if reference_ckpt is None:
         raise DataError("missing --reference CKPT: parity needs the float checkpoint the artifacts must match")
@@ -83,7 +83,7 @@ def _check(reporter: Reporter, target: Any, plan: Any, gates: dict[str, Any], *,
     """Re-check one artifact with a progress bar, and print its result."""
     from tqdm import tqdm
 
-    from ..parity_check import check_target
+    from ..verify.recheck import check_target
 
     reporter.line(f"checking {target.path} ({target.format}, {target.precision})", bold=True)
     bar = tqdm(total=len(plan.inputs), desc=target.name, unit="image", file=sys.stderr, leave=False)
@@ -98,7 +98,7 @@ def _check(reporter: Reporter, target: Any, plan: Any, gates: dict[str, Any], *,
 def _write_files(reporter: Reporter, results: list, plan: Any, junit_path: Optional[Path], report_dir: Optional[Path],
                  worst: int, *, context: dict[str, str]) -> dict[str, str]:
     """--junit and --report: the files written, by kind."""
-    from ..reports import denormalize, write_junit, write_reports
+    from ..verify.reports import denormalize, write_junit, write_reports
 
     reports = [r.report for r in results if r.report is not None]
     files: dict[str, str] = {}

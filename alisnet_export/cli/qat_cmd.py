@@ -13,7 +13,7 @@ command measures the fake-quantized model's agreement with the float model (mask
 --check-images, so a run that did not help says so.
 
 The recipe is :func:`alisnet_export.api.qat` (its pieces in :mod:`alisnet_export.quantize.qat`); this
-module parses the options and prints. The loop is :func:`alisnet_export.training.train` (progress bar,
+module parses the options and prints. The loop is :func:`alisnet_export.train.trainer.train` (progress bar,
 periodic resumable states, DDP under torchrun); the schedule is :func:`alisnet_export.quantize.eager.qat_schedule`.
 """
 

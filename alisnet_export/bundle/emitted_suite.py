@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_write
-from .config import ModelConfig
-from .preprocess import crop_box, load_rgb_image, mask_to_original, normalize, person_box, preprocess, resize_rgb, target_size
+from .._io import atomic_write
+from ..config import ModelConfig
+from ..preprocess import crop_box, load_rgb_image, mask_to_original, normalize, person_box, preprocess, resize_rgb, target_size
 
 __all__ = ["TEST_FILE", "parity_cases", "write_bundle_tests"]
 

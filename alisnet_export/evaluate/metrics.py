@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .modeling import IGNORE_INDEX
-from .preprocess import mask_to_original, preprocess
+from ..modeling import IGNORE_INDEX
+from ..preprocess import mask_to_original, preprocess
 
 __all__ = ["SegmentationMetrics", "ConfusionCounts", "evaluate_miou"]
 

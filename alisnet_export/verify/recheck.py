@@ -14,13 +14,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .config import ModelConfig
-from .errors import DataError, EnvironmentProblem
-from .manifest import read_manifest
-from .pipeline import artifact_sha256
-from .parity import GateResult, ParityReport, Thresholds, default_thresholds, run_parity
-from .formats import artifact_suffixes
-from .runtimes.base import Runner, detect_format, runner_for
+from ..config import ModelConfig
+from ..errors import DataError, EnvironmentProblem
+from ..manifest import read_manifest
+from ..pipeline import artifact_sha256
+from ..parity import GateResult, ParityReport, Thresholds, default_thresholds, run_parity
+from ..formats import artifact_suffixes
+from ..runtimes.base import Runner, detect_format, runner_for
 
 __all__ = ["Target", "resolve_targets", "renormalizer", "check_target", "CheckResult", "foreign_checkpoint", "all_passed"]
 

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .errors import DataError, ExportError, OutputError
-from .formats import bench_targets
+from ..errors import DataError, ExportError, OutputError
+from ..formats import bench_targets
 
 __all__ = [
     "BenchOptions",
@@ -106,8 +106,8 @@ def _bench_input(height: int, mean: Sequence[float], std: Sequence[float]) -> An
     """A real photo (the astronaut) resized to a portrait ``height`` and normalised like every artifact's input."""
     import numpy as np
 
-    from .preprocess import load_rgb_image, normalize, resize_rgb
-    from .samples import sample_image_paths
+    from ..preprocess import load_rgb_image, normalize, resize_rgb
+    from ..samples import sample_image_paths
 
     path = next(p for p in sample_image_paths() if p.stem == "astronaut")
     h, w = portrait_size(height)
@@ -152,7 +152,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         return {"gflops": gemm_gflops(threads)}
     rss_before = _rss_mb()
     height = int(spec["height"])
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     loaded = load_checkpoint(Path(spec["ckpt"]), None, pointrend=False if kind == "coarse" else None)
     x_np = _bench_input(height, loaded.config.input.mean, loaded.config.input.std)
@@ -198,7 +198,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 with torch.inference_mode():
                     return model(x)
     elif kind == "artifact":
-        from .runtimes.base import open_runner
+        from ..runtimes.base import open_runner
 
         path = Path(spec["path"])
         if path.suffix == ".pte":
@@ -210,7 +210,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - older ExecuTorch
                 result["executorch_threads"] = None
         if path.suffix in (".onnx", ".ort"):  # ONNX Runtime's intra-op pool, pinned like the others
-            from .runtimes.onnx_runner import OnnxRuntimeRunner
+            from ..runtimes.onnx_runner import OnnxRuntimeRunner
 
             runner: Any = OnnxRuntimeRunner(path, threads=threads)
         else:
@@ -253,7 +253,7 @@ def run_worker(spec: dict[str, Any], timeout_s: Optional[float]) -> dict[str, An
     if "threads" in spec:
         threads = str(spec["threads"])
         env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-    cmd = [sys.executable, "-m", "alisnet_export.bench", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "alisnet_export.bench.runner", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
@@ -276,8 +276,8 @@ def export_bundle(spec: dict[str, Any]) -> dict[str, Any]:
     with :func:`api.prepare` and :func:`api.bundle` (what ``alisnet-export bundle`` runs, with its defaults).
     Returns the part of ``bundle --json`` that the benchmark reads: ``ok``, ``exit_code`` and ``targets``
     (per target: path, size, export time, parity). Raises :class:`ExportError` when a target did not export."""
-    from . import api
-    from .bundle import parse_targets
+    from .. import api
+    from ..bundle.build import parse_targets
 
     targets = parse_targets(",".join(spec["targets"]))
     session = api.prepare(Path(spec["ckpt"]), height=int(spec["height"]),
@@ -297,7 +297,7 @@ def export_targets(ckpt: Path, folder: Path, targets: Sequence[str], height: int
     Not in this process: a worker started later would inherit this process's memory high-water mark
     (``ru_maxrss`` survives fork and exec), and the exports' peak would then read as every artifact's
     peak memory. Table 1 exports in this process because no worker follows it."""
-    from .bundle import parse_targets
+    from ..bundle.build import parse_targets
 
     try:
         parse_targets(",".join(targets))
@@ -316,9 +316,9 @@ def export_targets(ckpt: Path, folder: Path, targets: Sequence[str], height: int
 def _write_random_checkpoint(config_name: str, path: Path) -> Path:
     import torch
 
-    from .checkpoint import save_checkpoint
-    from .config import load_config
-    from .modeling.alisnet import build_model
+    from ..checkpoint import save_checkpoint
+    from ..config import load_config
+    from ..modeling.alisnet import build_model
 
     torch.manual_seed(0)
     cfg = load_config(config_name)
@@ -345,10 +345,10 @@ def _paper_int8_mb(paper: dict[str, Any]) -> Optional[float]:
 def table1(workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Parameters and sizes of every variant (the configs' ``paper`` sections give the paper's numbers):
     fp32 state dict, and an int8 .ptl where the paper has one."""
-    from . import api
-    from .zoo import variant_table
-    from .config import load_config
-    from .modeling.alisnet import build_model
+    from .. import api
+    from ..zoo import variant_table
+    from ..config import load_config
+    from ..modeling.alisnet import build_model
 
     rows: list[dict[str, Any]] = []
     for v in variant_table():
@@ -390,7 +390,7 @@ def _machine(threads: int) -> dict[str, Any]:
 
 def run_bench(ckpt: Path, out_dir: Path, options: BenchOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The whole benchmark; writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     out_dir = Path(out_dir)
     try:
@@ -631,14 +631,14 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
 
 def update_readme(readme: Path, results_dir: Path) -> bool:
     """Replace the text between :data:`README_BEGIN` and :data:`README_END` with the latest tables."""
-    from ._io import replace_between_markers
+    from .._io import replace_between_markers
 
     md = (Path(results_dir) / "bench.md").read_text()
     rel = os.path.relpath(Path(results_dir) / "bench.png", readme.parent)
     return replace_between_markers(readme, README_BEGIN, README_END, f"{md}\n![latency vs size]({rel})")
 
 
-if __name__ == "__main__":  # the worker: python -m alisnet_export.bench '{"kind": ...}'
+if __name__ == "__main__":  # the worker: python -m alisnet_export.bench.runner '{"kind": ...}'
     import warnings
 
     warnings.filterwarnings("ignore")

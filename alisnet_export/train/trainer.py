@@ -38,9 +38,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ._io import atomic_write
-from .errors import AlisnetError, CheckpointError, DataError, EnvironmentProblem
-from .evaluation import SegmentationMetrics, evaluate_miou
+from .._io import atomic_write
+from ..errors import AlisnetError, CheckpointError, DataError, EnvironmentProblem
+from ..evaluate.metrics import SegmentationMetrics, evaluate_miou
 
 __all__ = [
     "TrainOptions",
@@ -428,7 +428,7 @@ def state_dir_for(output: Path) -> Path:
 def prepare_state_dir(state_dir: Path, resume: Optional[Path], force: bool) -> None:
     """Refuse to mix a new run's training states with an earlier run's (unless ``force``: they are deleted);
     a run that ``resume``s continues them."""
-    from .errors import OutputError
+    from ..errors import OutputError
 
     old = sorted(state_dir.glob(_STATE_GLOB)) if state_dir.is_dir() else []
     if old and resume is None:
@@ -465,7 +465,7 @@ def hardware_info(device: str, world_size: int) -> dict[str, Any]:
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> int:
     """Start ``model``'s backbone from a torchvision ImageNet state dict at ``path`` (read with
     ``weights_only``); returns how many tensors were copied."""
-    from .modeling import load_imagenet_weights
+    from ..modeling import load_imagenet_weights
 
     path = Path(path)
     if not path.is_file():

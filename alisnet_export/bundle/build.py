@@ -34,15 +34,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ._io import atomic_write, current_umask, ensure_folder, refuse_existing, sha256_file
-from .errors import AlisnetError, DataError, OutputError
-from .exporters.base import Exporter, ExportJob, SizeBounds
-from .formats import Target, parse_targets
-from .golden import encode_golden
-from .manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
-from .parity import Thresholds
-from .pipeline import ArtifactRecord, ReferenceOutputs, golden_tensors, produce_artifact
-from .preprocess import logits_to_mask
+from .._io import atomic_write, current_umask, ensure_folder, refuse_existing, sha256_file
+from ..errors import AlisnetError, DataError, OutputError
+from ..exporters.base import Exporter, ExportJob, SizeBounds
+from ..formats import Target, parse_targets
+from ..golden import encode_golden
+from ..manifest import build_manifest, input_section, model_section, output_section, provenance_section, write_manifest
+from ..parity import Thresholds
+from ..pipeline import ArtifactRecord, ReferenceOutputs, golden_tensors, produce_artifact
+from ..preprocess import logits_to_mask
 
 __all__ = [
     "Target",
@@ -139,7 +139,7 @@ class BundleOutcome:
     def exit_code(self) -> int:
         """0 every target passed (Core ML on Linux: not_run counts, with a note); 4 an export failed;
         1 a parity gate failed."""
-        from .errors import EXIT_EXPORT, EXIT_GATE_FAILED, EXIT_OK
+        from ..errors import EXIT_EXPORT, EXIT_GATE_FAILED, EXIT_OK
 
         return EXIT_EXPORT if self.export_failed else EXIT_GATE_FAILED if self.parity_failed else EXIT_OK
 
@@ -214,7 +214,7 @@ def build_bundle(
     results: list[TargetResult] = []
     try:
         # the emitted suite first: its float logits come from the reference before any exporter touched it
-        from .bundle_tests import write_bundle_tests
+        from .emitted_suite import write_bundle_tests
 
         on_target(targets[0], "writing the emitted parity tests")
         margins = sorted({m for m in (thresholds(t.precision).max_abs_logit for t in targets) if m is not None})

@@ -16,9 +16,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ._io import atomic_write
-from .parity import UNCERTAIN_MARGIN, ImageMetrics, ParityReport, uncertainty_note
-from .visualize import disagreement_overlay, mask_overlay, save_png
+from .._io import atomic_write
+from ..parity import UNCERTAIN_MARGIN, ImageMetrics, ParityReport, uncertainty_note
+from ..visualize import disagreement_overlay, mask_overlay, save_png
 
 __all__ = ["junit_xml", "write_junit", "denormalize", "write_overlays", "markdown_report", "html_report", "write_reports"]
 
