@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alisnet_export import bench
+from alisnet_export.bench import runner as bench
 
 
 @pytest.fixture(scope="module")

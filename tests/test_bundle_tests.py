@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alisnet_export.bundle.build.emitted_suite import write_bundle_tests
+from alisnet_export.bundle.emitted_suite import write_bundle_tests
 from alisnet_export.checkpoint import load_checkpoint, save_checkpoint
 from alisnet_export.pipeline import artifact_sha256, artifact_size
 from alisnet_export.samples import sample_image_paths
