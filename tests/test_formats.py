@@ -73,7 +73,7 @@ def test_variants_are_options_of_their_exporter():
     pte = format_spec("pte").new_exporter({"bundled_program": True})
     assert pte.suffix == ".pte" and pte.sidecar_suffixes == (".bpte",)
     assert format_spec("coreml").new_exporter({"image_input": True}).options.image_input is True
-    with pytest.raises(ExportError, match="its options are: opset, per_channel, equalize, ort_format"):
+    with pytest.raises(ExportError, match="its options are: per_channel, equalize, keep_float, opset, ort_format"):
         format_spec("onnx").new_exporter({"opset_version": 18})
     with pytest.raises(ExportError, match="options must be PtlOptions"):
         format_spec("ptl").new_exporter(onnx.options)

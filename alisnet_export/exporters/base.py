@@ -25,7 +25,7 @@ from ..errors import DataError, ExportError
 from ..formats import FORMATS, FormatSpec
 from ..quantize.equalize import equalize_for_quantization
 
-__all__ = ["SizeBounds", "ExportOptions", "ExportJob", "ArtifactInfo", "Exporter"]
+__all__ = ["SizeBounds", "ExportOptions", "Int8Options", "ExportJob", "ArtifactInfo", "Exporter"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,19 @@ class ExportOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Int8Options(ExportOptions):
+    """What every exporter that calibrates int8 activations takes (pte, onnx; ptl adds its own)."""
+
+    per_channel: bool = True  # int8: one weight scale per output channel
+    equalize: bool = True  # int8: activation-range equalization before calibration
+    #: int8: these float conv layers (quant-report's names) stay float; the rest is int8
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
 
 @dataclass

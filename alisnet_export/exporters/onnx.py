@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import EnvironmentProblem, ExportError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
 from ..modeling.point_rend import min_input_pixels
-from .base import ArtifactInfo, Exporter, ExportJob, ExportOptions, SizeBounds
+from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
 __all__ = ["OnnxExporter", "OnnxOptions", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
            "export_float_onnx", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
@@ -303,20 +303,14 @@ def convert_to_ort(onnx_path: Path, dest: Path) -> str:
 
 
 @dataclass(frozen=True)
-class OnnxOptions(ExportOptions):
-    """ONNX export options (the ``onnx`` command's flags)."""
+class OnnxOptions(Int8Options):
+    """ONNX export options (the ``onnx`` command's flags). ``keep_float`` layers' Conv nodes are excluded
+    from QDQ."""
 
     opset: int = DEFAULT_OPSET
-    per_channel: bool = True  # int8: one weight scale per output channel
-    equalize: bool = True  # int8: activation-range equalization before calibration
     #: write the ORT format (``.ort``) for ONNX Runtime Mobile / minimal builds, with the operator config a
     #: minimal build needs (``build.sh --minimal_build --include_ops_by_config FILE``)
     ort_format: bool = False
-    #: int8: these float conv layers (quant-report's names) stay float: their Conv nodes are excluded from QDQ
-    keep_float: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
 
 class OnnxExporter(Exporter):

@@ -30,7 +30,7 @@ from ..config import ModelConfig
 from ..errors import ExportError
 from ..modeling.alisnet import ALiSNet
 from ..modeling.point_rend import min_input_pixels
-from .base import ArtifactInfo, Exporter, ExportJob, ExportOptions, SizeBounds
+from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
 __all__ = ["PteExporter", "PteOptions", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
            "executorch_version", "bundled_program_bytes", "verify_bundled_program", "BUNDLED_SUFFIX"]
@@ -231,18 +231,12 @@ def verify_bundled_program(data: bytes, *, cases: int, atol: float, rtol: float 
 
 
 @dataclass(frozen=True)
-class PteOptions(ExportOptions):
-    """``.pte`` export options (the ``pte`` command's flags)."""
+class PteOptions(Int8Options):
+    """``.pte`` export options (the ``pte`` command's flags). ``keep_float`` layers (backbone/head) are left
+    unannotated by the PT2E quantizer."""
 
-    per_channel: bool = True  # int8: one weight scale per output channel
-    equalize: bool = True  # int8: activation-range equalization before calibration
     #: also write NAME.bpte, an ExecuTorch BundledProgram with the golden input and this program's output
     bundled_program: bool = False
-    #: int8: these conv layers of backbone/head (quant-report's names) stay float: left unannotated by PT2E
-    keep_float: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
 
 class PteExporter(Exporter):
