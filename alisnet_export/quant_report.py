@@ -698,27 +698,34 @@ def _clear_loggers(logged: nn.Module) -> None:
 
 
 class _FloatInputs(torch.fx.Interpreter):
-    """The converted graph run with every activation quantize node fed the float graph's value of the same tensor
-    (by its producer's debug handle): each int8 layer sees the float model's input, so its output error is the
-    error it adds by itself. Records the values of the ``watch`` nodes."""
+    """The converted graph run with every layer fed the float graph's value of its input: each activation quantize
+    node quantizes the float graph's value of the same tensor (its producer's debug handle) for the layers after
+    it, so each int8 layer sees the float model's input and its output error is the error it adds by itself. The
+    ``watch`` dequantize nodes record what they dequantize from the graph's own value (the layer's int8 output)."""
 
     def __init__(self, graph_module: nn.Module, float_values: Mapping[str, torch.Tensor], debug_name: Mapping[str, str],
                  watch: set[str]) -> None:
         super().__init__(graph_module)
         self.float_values, self.debug_name, self.watch = float_values, debug_name, watch
+        self.own: dict[str, torch.Tensor] = {}  # quantize node -> its output from the graph's own value
         self.recorded: dict[str, torch.Tensor] = {}
 
     def run_node(self, n: Any) -> Any:
         name = _target_name(n)
-        if "quantize_per_tensor" in name and "dequantize" not in name and isinstance(n.args[0], torch.fx.Node) \
+        if "dequantize_per_tensor" in name and n.name in self.watch and isinstance(n.args[0], torch.fx.Node) \
+                and n.args[0].name in self.own:
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            self.recorded[n.name] = n.target(self.own[n.args[0].name], *args[1:], **kwargs)
+        elif "quantize_per_tensor" in name and "dequantize" not in name and isinstance(n.args[0], torch.fx.Node) \
                 and n.args[0].op != "placeholder":
             value = self.float_values.get(self.debug_name.get(n.args[0].name, ""))
             if isinstance(value, torch.Tensor):
                 args, kwargs = self.fetch_args_kwargs_from_env(n)
                 if value.shape == args[0].shape:
+                    self.own[n.name] = n.target(*args, **kwargs)
                     return n.target(value.to(args[0].dtype), *args[1:], **kwargs)
         result = super().run_node(n)
-        if n.name in self.watch:
+        if n.name in self.watch and n.name not in self.recorded:
             self.recorded[n.name] = result
         return result
 
