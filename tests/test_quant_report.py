@@ -1,5 +1,5 @@
-"""Quantization debugger (`quant-report`), mixed precision (`ptl --keep-float`) and the QNNPACK engine
-requirement of int8 .ptl artifacts. Small inputs (128 px) on the embedded demo checkpoint."""
+"""Quantization debugger (`quant-report`, its ptl, pte and onnx sections), mixed precision (`ptl --keep-float`) and
+the QNNPACK engine requirement of int8 .ptl artifacts. Small inputs (128-256 px) on the embedded demo checkpoint."""
 
 import json
 
@@ -180,5 +180,157 @@ def test_quant_report_command_writes_json_html_and_pictures(run_cli, tmp_path):
     assert not list(out.glob("*.partial"))
     code, _, err = run_cli("quant-report", "--height", H, "-o", out)  # exists: refused without --force
     assert code == 3 and "--force" in err
-    code, _, err = run_cli("quant-report", "--height", H, "--targets", "ptl,onnx", "-o", tmp_path / "x")
-    assert code == 2 and "not implemented" in err
+    code, _, err = run_cli("quant-report", "--height", H, "--targets", "ptl,tflite", "-o", tmp_path / "x")
+    assert code == 2 and "unknown tflite" in err
+
+
+# --- pte and onnx: the same report from each stack's own tools (demo model, 256 px, one photo, 4 calibration images)
+
+
+@pytest.fixture(scope="module")
+def report_inputs():
+    from alisnet_export.checkpoint import load_checkpoint
+    from alisnet_export.quant_report import ReportInputs
+    from alisnet_export.samples import calibration_inputs, image_paths, parity_inputs
+    from alisnet_export.zoo import real_photos_checkpoint
+
+    loaded = load_checkpoint(real_photos_checkpoint().path, None)
+    reference = loaded.build_model()
+    paths = image_paths(None)
+    inputs = list(parity_inputs(paths[:1], loaded.config, height=2 * H, reference=reference, person_crops=False))
+    return ReportInputs(loaded, reference, inputs, calibration_inputs(paths, loaded.config, height=2 * H, count=4))
+
+
+def _check_section(section, target, float_names, *, top_k=2):
+    """A target section with real content: every quantized conv in graph order under its float layer name, finite
+    SQNRs, and attribution rows for the worst layers."""
+    layers = section["layers"]
+    assert section["target"] == target and len(layers) > 40
+    assert [l["order"] for l in layers] == list(range(len(layers)))
+    names = [l["name"] for l in layers]
+    assert set(names) <= set(float_names) and len(set(names)) == len(names)
+    assert names.index(BROKEN) < names.index("head.predictor")  # graph order: backbone before head
+    assert all(l["local_sqnr_db"] is not None and 5 < l["local_sqnr_db"] < 80 for l in layers), layers
+    coarse = [l for l in layers if not l["name"].startswith("point_rend.")]
+    assert all(l["sqnr_db"] is not None and 5 < l["sqnr_db"] < 80 and 0 < l["rel_l2"] < 1 for l in coarse)
+    assert len(section["worst_layers"]) == top_k == len(section["attribution"])
+    ranked = sorted(layers, key=lambda l: l["local_sqnr_db"])[:top_k]
+    assert section["worst_layers"] == [l["name"] for l in ranked]
+    for a in section["attribution"]:
+        assert a["name"] in section["worst_layers"]
+        assert 0 < a["keep_float_mean_iou"] <= 1 and 0 < a["only_int8_mean_iou"] <= 1 and a["keep_float_boundary_px"] >= 0
+        assert a["iou_recovered"] == pytest.approx(a["keep_float_mean_iou"] - section["int8"]["mean_iou"])
+    assert 0.5 < section["int8"]["mean_iou"] <= 1 and len(section["per_image"]) == 1
+
+
+@pytest.mark.slow
+def test_onnx_section_from_qdq_loss_debug(report_inputs):
+    from alisnet_export.quant_report import onnx_quant_report
+    from alisnet_export.quantize.mixed_precision import float_layer_names
+
+    section, baseline = onnx_quant_report(report_inputs, top_k=2)
+    _check_section(section, "onnx", float_layer_names(report_inputs.reference))
+    by_name = {l["name"]: l for l in section["layers"]}
+    assert by_name["point_rend.point_head.predictor"]["calls"] == 2  # one Conv node per subdivision step
+    assert len(by_name["point_rend.point_head.predictor"]["nodes"]) == 2
+    assert all(25 < l["weight_sqnr_db"] < 70 for l in section["layers"])  # 8-bit per-channel weights: ~40-50 dB
+    assert section["quantization"]["quantized_conv_nodes"] == sum(len(l["nodes"]) for l in section["layers"])
+    assert baseline.masks and baseline.artifact == "onnx-int8"
+
+
+@pytest.fixture(scope="module")
+def onnx_pair(report_inputs, tmp_path_factory):
+    """The demo's float ONNX model and its QDQ model, made as the report makes them."""
+    from alisnet_export.exporters.onnx import DEFAULT_OPSET, OnnxExporter, export_float_onnx, quantize_qdq
+
+    folder = tmp_path_factory.mktemp("onnx-pair")
+    job = report_inputs.job(OnnxExporter().bounds_for(report_inputs.loaded.config), lambda m: None)
+    fitted = job.calibration_inputs()
+    source, _ = report_inputs.quantization_source(job, fitted)
+    export_float_onnx(job, folder / "float.onnx", opset=DEFAULT_OPSET, model=source)
+    quantize_qdq(folder / "float.onnx", folder / "int8.onnx", fitted)
+    return folder / "float.onnx", folder / "int8.onnx"
+
+
+@pytest.mark.slow
+def test_onnx_report_finds_a_layer_whose_weight_scale_was_multiplied_by_10(report_inputs, onnx_pair, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from alisnet_export.exporters.onnx import conv_nodes_of_layers
+    from alisnet_export.quant_report import onnx_layer_errors
+
+    float_path, int8_path = onnx_pair
+    model = onnx.load(str(int8_path))
+    (node_name,) = conv_nodes_of_layers(onnx.load(str(float_path)), report_inputs.reference, [BROKEN])[BROKEN]
+    produced = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node if n.name == node_name)
+    weight_dq = produced[conv.input[1]]
+    assert weight_dq.op_type == "DequantizeLinear"
+    scale = next(i for i in model.graph.initializer if i.name == weight_dq.input[1])
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 10, scale.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    xs = [x for _, x in report_inputs.inputs]
+    errors = onnx_layer_errors(float_path, broken, report_inputs.reference, xs)
+    worst = debug.worst_layers(errors, 3)
+    assert worst[0].name == BROKEN, [(e.name, e.local_sqnr_db) for e in worst]
+    healthy = {e.name: e for e in onnx_layer_errors(float_path, int8_path, report_inputs.reference, xs)}
+    assert worst[0].local_sqnr_db < healthy[BROKEN].local_sqnr_db - 20  # 10x weights: ~ -19 dB
+    assert worst[0].weight_sqnr_db < 0 < healthy[BROKEN].weight_sqnr_db
+
+
+@pytest.mark.slow
+def test_pte_section_from_the_pt2e_numeric_debugger(report_inputs):
+    from alisnet_export.quant_report import pte_quant_report
+    from alisnet_export.quantize.mixed_precision import float_layer_names
+
+    section, baseline = pte_quant_report(report_inputs, top_k=2)
+    coarse = [n for n in float_layer_names(report_inputs.reference) if not n.startswith("point_rend.")]
+    _check_section(section, "pte", coarse)
+    assert len(section["layers"]) == len(coarse)  # every backbone/head conv is quantized; PointRend stays float
+    assert all(l["input_scale"] and l["output_scale"] for l in section["layers"])
+    assert baseline.masks and baseline.artifact == "pte-int8"
+
+
+@pytest.mark.slow
+def test_pte_report_finds_a_layer_whose_weight_scale_was_multiplied_by_10(report_inputs):
+    from alisnet_export.exporters.pte import PteExporter, export_coarse, export_example, quantize_coarse_pt2e
+    from alisnet_export.quant_report import pte_layer_errors
+
+    bounds = PteExporter().bounds_for(report_inputs.loaded.config)
+    job = report_inputs.job(bounds, lambda m: None)
+    fitted = job.calibration_inputs()
+    source, _ = report_inputs.quantization_source(job, fitted)
+    example = export_example(bounds, job.example_hw)
+    converted = quantize_coarse_pt2e(source, example, bounds, fitted).coarse
+    float_graph = export_coarse(source, example, bounds)
+    healthy = {e.name: e for e in pte_layer_errors(float_graph, converted, report_inputs.xs)}
+    conv = next(n for n in converted.graph.nodes if str(n.target) == "aten.conv2d.default"
+                and n.meta["nn_module_stack"] and list(n.meta["nn_module_stack"].values())[-1][0] == f"model.{BROKEN}")
+    scale = conv.args[1].args[1]  # dequantize_per_channel(weight, scale, ...): the weight's int8 scales
+    getattr(converted, scale.target).mul_(10)
+    worst = debug.worst_layers(pte_layer_errors(float_graph, converted, report_inputs.xs), 3)
+    assert worst[0].name == BROKEN, [(e.name, e.local_sqnr_db) for e in worst]
+    assert worst[0].local_sqnr_db < healthy[BROKEN].local_sqnr_db - 20
+
+
+@pytest.mark.slow
+def test_quant_report_command_writes_one_section_per_target(run_cli, tmp_path):
+    out = tmp_path / "qr"
+    code, stdout, err = run_cli("quant-report", "--targets", "onnx,pte", "--height", 2 * H, "--top-k", "1", "--no-reverse",
+                                "--no-person-crops", "--images", "testbed:heldout:1", "-o", out, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert list(result["targets"]) == ["onnx", "pte"] and result["int8"] == result["targets"]["onnx"]["int8"]
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["targets"]) == ["onnx", "pte"]
+    for target in ("onnx", "pte"):
+        section = report["targets"][target]
+        assert len(section["attribution"]) == 1 and section["attribution"][0]["only_int8_mean_iou"] is None
+        assert section["reverse_attribution"] is False and any("skipped" in n for n in section["notes"])
+        files = report["files"]["targets"][target]
+        assert files["plot"] == f"layers.{target}.png" and (out / files["plot"]).stat().st_size > 0
+        assert all((out / f).stat().st_size > 0 for item in files["overlays"] for f in item["files"].values())
+    page = (out / "report.html").read_text()
+    assert "layers.onnx.png" in page and "layers.pte.png" in page and "qdq_loss_debug" in page

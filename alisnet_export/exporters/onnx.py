@@ -37,7 +37,7 @@ from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
 __all__ = ["OnnxExporter", "OnnxOptions", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
-           "export_float_onnx", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
+           "export_float_onnx", "example_size", "conv_node_layers", "conv_nodes_of_layers", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
@@ -182,8 +182,9 @@ def _private_workdir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def conv_nodes_of_layers(model_proto: Any, reference: Any, layers: Sequence[str]) -> dict[str, list[str]]:
-    """The ONNX Conv nodes that compute each float conv layer of ``reference`` named in ``layers``.
+def conv_node_layers(model_proto: Any, reference: Any) -> dict[str, str]:
+    """Every ONNX Conv node of ``model_proto`` that computes a float conv layer of ``reference``: node name ->
+    layer name (graph order).
 
     A node is matched by the module scopes the dynamo exporter records on it
     (``pkg.torch.onnx.name_scopes``): the innermost scope that is a conv, or the BatchNorm the exporter folded
@@ -211,7 +212,7 @@ def conv_nodes_of_layers(model_proto: Any, reference: Any, layers: Sequence[str]
             conv_before[name] = last
         else:
             last = name
-    found: dict[str, list[str]] = {layer: [] for layer in layers}
+    found: dict[str, str] = {}
     for node in model_proto.graph.node:
         if node.op_type != "Conv":
             continue
@@ -224,9 +225,19 @@ def conv_nodes_of_layers(model_proto: Any, reference: Any, layers: Sequence[str]
             module = modules.get(scope)
             if isinstance(module, (nn.Conv1d, nn.Conv2d)) or isinstance(module, nn.BatchNorm2d):
                 layer = scope if not isinstance(module, nn.BatchNorm2d) else conv_before.get(scope)
-                if layer in found:
-                    found[layer].append(node.name)
+                if layer is not None:
+                    found[node.name] = layer
                 break
+    return found
+
+
+def conv_nodes_of_layers(model_proto: Any, reference: Any, layers: Sequence[str]) -> dict[str, list[str]]:
+    """The ONNX Conv nodes that compute each float conv layer of ``reference`` named in ``layers``
+    (:func:`conv_node_layers`, inverted)."""
+    found: dict[str, list[str]] = {layer: [] for layer in layers}
+    for node, layer in conv_node_layers(model_proto, reference).items():
+        if layer in found:
+            found[layer].append(node)
     missing = [layer for layer, nodes in found.items() if not nodes]
     if missing:
         raise ExportError(f"--keep-float: no Conv node of the ONNX graph computes {', '.join(missing)} (the exporter's "

@@ -32,7 +32,7 @@ from ..modeling.alisnet import ALiSNet
 from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
-__all__ = ["PteExporter", "PteOptions", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "delegation_summary", "program_summary",
+__all__ = ["PteExporter", "PteOptions", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "export_coarse", "export_example", "delegation_summary", "program_summary",
            "executorch_version", "bundled_program_bytes", "verify_bundled_program", "BUNDLED_SUFFIX"]
 
 BUNDLED_SUFFIX = ".bpte"
@@ -94,6 +94,24 @@ def _export(module: nn.Module, example: Tensor, bounds: SizeBounds, what: str):
         raise ExportError(f"torch.export of the {what} failed: {str(exc).splitlines()[0]}") from exc
 
 
+def export_example(bounds: SizeBounds, hw: tuple[int, int]) -> Tensor:
+    """The example input ``torch.export`` traces with: ``hw`` moved inside ``bounds`` (export specialises
+    nothing on it, but must accept it), random with a fixed seed."""
+    h, w = hw
+    h = min(max(h, bounds.min_hw[0]), bounds.max_hw[0])
+    w = min(max(w, bounds.min_hw[1]), bounds.max_hw[1])
+    while h * w < bounds.min_pixels and (h < bounds.max_hw[0] or w < bounds.max_hw[1]):
+        h, w = min(h + 32, bounds.max_hw[0]), min(w + 32, bounds.max_hw[1])
+    bounds.check(h, w, what="export example input")
+    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def export_coarse(model: ALiSNet, example: Tensor, bounds: SizeBounds) -> nn.Module:
+    """The float backbone + head (``forward_coarse``) as the exported graph module PT2E quantizes (node names
+    are the same on every call: quant-report compares the float graph with the converted one by them)."""
+    return _export(_Coarse(model), example, bounds, "coarse model (backbone + head)").module()
+
+
 def _without_layers(quantizer: Any, layers: Sequence[str], prefix: str) -> Any:
     """``quantizer`` whose annotations skip every node inside the modules ``layers`` (paths under ``prefix``
     in the exported graph's ``nn_module_stack``): those layers stay float, their neighbours' outputs are
@@ -133,7 +151,7 @@ def quantize_coarse_pt2e(model: ALiSNet, example: Tensor, bounds: SizeBounds, in
 
     if not inputs:
         raise ExportError("int8 .pte: calibration needs at least one input image")
-    graph = _export(_Coarse(model), example, bounds, "coarse model (backbone + head)").module()
+    graph = export_coarse(model, example, bounds)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
     if keep_float:
         quantizer = _without_layers(quantizer, keep_float, prefix="model.")
@@ -287,14 +305,7 @@ class PteExporter(Exporter):
 
         self.check_precision(job.precision)
         bounds = job.bounds
-        # an example inside the bounds (export specialises nothing on it, but must accept it)
-        h, w = job.example_hw
-        h = min(max(h, bounds.min_hw[0]), bounds.max_hw[0])
-        w = min(max(w, bounds.min_hw[1]), bounds.max_hw[1])
-        while h * w < bounds.min_pixels and (h < bounds.max_hw[0] or w < bounds.max_hw[1]):
-            h, w = min(h + 32, bounds.max_hw[0]), min(w + 32, bounds.max_hw[1])
-        bounds.check(h, w, what="export example input")
-        example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+        example = export_example(bounds, job.example_hw)
         per_channel = self.options.per_channel
         quantization: dict[str, Any]
         if job.precision == "int8":
