@@ -148,27 +148,16 @@ def ptl_quant_report(
     attributions = debug.attribute_layers(models.twin, models.converted, models.twin, worst, reference_logits, xs,
                                           baseline=baseline, reverse=reverse, progress=lambda n: log(f"  attributing {n}"))
     timing["attribution_s"] = time.perf_counter() - t
-    section = {
-        "target": "ptl",
-        "scheme": "eager-ptq",
-        "engine": eager.ENGINE,
-        "calibration_images": models.calibration_images,
+    section = _target_section("ptl", baseline, errors, worst, attributions, head={
+        "scheme": "eager-ptq", "engine": eager.ENGINE, "calibration_images": models.calibration_images,
         "equalization": models.equalization,
-        "int8": {**s, "passed": baseline.passed, "failures": [g.describe() for g in baseline.failures]},
-        "per_image": [{"image": m.name, "mask_iou": m.mask_iou, "boundary_mean_px": m.boundary_mean_px,
-                       "float_uncertain_fraction": m.float_uncertain_fraction} for m in baseline.images],
-        "layers": [e.to_dict() for e in errors],
-        "worst_layers": [e.name for e in worst],
-        "attribution": [a.to_dict() for a in sorted(attributions, key=lambda a: -a.iou_recovered)],
-        "notes": [
-            "sqnr_db is propagated (each model on its own inputs, as on the phone); local_sqnr_db is isolated (the "
-            "int8 layer on the float model's input): the error the layer adds by itself. Worst layers are ranked by "
-            "local_sqnr_db.",
-            "PointRend's point-head layers run on the points each model chose from its own coarse logits; where the "
-            "choices differ, their propagated SQNR measures the choice, not the arithmetic.",
-        ],
-        "timing": timing,
-    }
+    }, notes=[
+        "sqnr_db is propagated (each model on its own inputs, as on the phone); local_sqnr_db is isolated (the "
+        "int8 layer on the float model's input): the error the layer adds by itself. Worst layers are ranked by "
+        "local_sqnr_db.",
+        "PointRend's point-head layers run on the points each model chose from its own coarse logits; where the "
+        "choices differ, their propagated SQNR measures the choice, not the arithmetic.",
+    ], timing=timing)
     return section, baseline, reference_logits
 
 
