@@ -36,14 +36,28 @@ MIN_CALIBRATION_IMAGES = 16
 #: the built-in photos, as a named set
 SAMPLES = "samples"
 TESTBED_PREFIX = "testbed:"
+#: real street frames shipped for the real-photo demo model: ``street-frames:calibration`` (32 frames of its
+#: training video range) and ``street-frames:heldout`` (8 frames it never trained on); resources/street_frames/
+STREET_FRAMES_PREFIX = "street-frames:"
+STREET_FRAMES_SPLITS = ("calibration", "heldout")
 #: what a checkpoint that zoo.json does not describe uses: parity on the built-in photos, calibration on
 #: generated people (disjoint by construction; pass --calibration-images from your own domain instead)
 FALLBACK_PARITY_SET, FALLBACK_CALIBRATION_SET = SAMPLES, "testbed:calibration"
 
 
-def sample_image_paths() -> list[Path]:
-    folder = resources.files("alisnet_export").joinpath("resources/sample_images")
-    return sorted(Path(str(p)) for p in folder.iterdir() if Path(str(p)).suffix.lower() in IMAGE_SUFFIXES)
+def sample_image_paths(folder: str = "sample_images") -> list[Path]:
+    """The images shipped in ``resources/<folder>``."""
+    found = resources.files("alisnet_export").joinpath(f"resources/{folder}")
+    return sorted(Path(str(p)) for p in found.iterdir() if Path(str(p)).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def street_frame_paths(spec: str) -> list[Path]:
+    """``street-frames:calibration`` or ``street-frames:heldout``; :class:`DataError` for another split."""
+    split = spec[len(STREET_FRAMES_PREFIX):]
+    if split not in STREET_FRAMES_SPLITS:
+        raise DataError(f"{spec!r}: unknown street-frames split; choose "
+                        + " or ".join(f"{STREET_FRAMES_PREFIX}{s}" for s in STREET_FRAMES_SPLITS))
+    return sample_image_paths(f"street_frames/{split}")
 
 
 def image_paths(images: Optional[Path | Sequence[Path]]) -> list[Path]:
@@ -80,6 +94,8 @@ def _named_set(spec: str) -> Optional[list[Path]]:
     """Files of a named set, or None when ``spec`` names none."""
     if spec == SAMPLES:
         return sample_image_paths()
+    if spec.startswith(STREET_FRAMES_PREFIX):
+        return street_frame_paths(spec)
     if spec.startswith(TESTBED_PREFIX):
         from .data.testbed import parse_testbed_spec, testbed_images
 
@@ -88,7 +104,8 @@ def _named_set(spec: str) -> Optional[list[Path]]:
 
 
 def resolve_image_set(items: Optional[Sequence[Path | str]], *, default: str) -> ImageSet:
-    """Files and folders, named sets (``samples``, ``testbed:SPLIT[:COUNT]``) or, when ``items`` is empty,
+    """Files and folders, named sets (``samples``, ``street-frames:SPLIT``, ``testbed:SPLIT[:COUNT]``) or, when
+    ``items`` is empty,
     the set named by ``default``."""
     items = [str(i) for i in items or ()] or [default]
     paths: list[Path] = []

@@ -40,6 +40,8 @@ def test_wheel_holds_configs_checkpoints_and_resources(wheel):
     missing = expected - names
     assert not missing, f"the wheel lacks {sorted(missing)}"
     assert any(n.startswith("alisnet_export/resources/sample_images/") for n in names)
+    for split in ("calibration", "heldout"):  # the real-photo model's own image sets
+        assert any(n.startswith(f"alisnet_export/resources/street_frames/{split}/") for n in names)
 
 
 def test_installed_package_finds_the_zoo_outside_the_checkout(wheel, tmp_path):

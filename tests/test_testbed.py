@@ -64,6 +64,16 @@ def test_bad_named_sets_say_what_is_expected(spec):
         resolve_image_set([spec], default="samples")
 
 
+def test_street_frames_are_shipped_real_frames_in_two_disjoint_splits():
+    calibration = resolve_image_set(["street-frames:calibration"], default="samples")
+    heldout = resolve_image_set(["street-frames:heldout"], default="samples")
+    assert (len(calibration.paths), len(heldout.paths)) == (32, 8)
+    assert not {p.name for p in calibration.paths} & {p.name for p in heldout.paths}
+    assert Image.open(heldout.paths[0]).size == (768, 576)
+    with pytest.raises(DataError, match="street-frames:calibration or street-frames:heldout"):
+        resolve_image_set(["street-frames:train"], default="samples")
+
+
 def test_named_sets_files_and_the_default_resolve_to_files():
     samples = resolve_image_set([], default="samples")
     assert samples.paths == tuple(sample_image_paths()) and samples.source == "samples"
@@ -100,7 +110,10 @@ def test_every_shipped_checkpoint_calibrates_and_checks_on_disjoint_sets():
     for entry in zoo_entries().values():
         parity, calibration = default_image_sets(entry.sha256)
         assert (parity, calibration) == (entry.image_sets["parity"], entry.image_sets["calibration"])
-        assert parity != calibration and calibration.startswith("testbed:calibration")
+        assert parity != calibration and calibration.split(":")[1] == "calibration"
+        if parity.startswith("street-frames:"):  # shipped files: check them as the export does
+            parity_set, calibration_set = (resolve_image_set([spec], default="samples") for spec in (parity, calibration))
+            assert len(calibration_set.paths) >= 32 and calibration_warnings(calibration_set, parity_set) == []
     assert default_image_sets("0" * 64) == (FALLBACK_PARITY_SET, FALLBACK_CALIBRATION_SET)
     assert default_image_sets(None) == (FALLBACK_PARITY_SET, FALLBACK_CALIBRATION_SET)
 
