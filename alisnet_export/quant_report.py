@@ -189,6 +189,17 @@ class ReportInputs:
     def xs(self) -> list[torch.Tensor]:
         return [torch.from_numpy(x) for _, x in self.inputs]
 
+    def bounds_for(self, exporter: Any) -> Any:
+        """``exporter``'s size bounds for this model, widened where needed to take every measured input (a .pte's
+        default stops at 1024 x 1024, which a 1024 px-high landscape photo exceeds; the report exports nothing)."""
+        from .exporters.base import SizeBounds
+
+        default = exporter.default_bounds
+        hs, ws = [x.shape[2] for _, x in self.inputs], [x.shape[3] for _, x in self.inputs]
+        wanted = SizeBounds(default.min_hw, (max(default.max_hw[0], *hs), max(default.max_hw[1], *ws)),
+                            default.min_pixels)
+        return exporter.bounds_for(self.loaded.config, wanted)
+
     def job(self, bounds: Any, log: Callable[[str], None]) -> Any:
         """The int8 export job an exporter would get (calibration fitted into ``bounds`` by ``calibration_inputs``)."""
         from .exporters.base import ExportJob
@@ -565,7 +576,7 @@ def onnx_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True
 
     timing: dict[str, float] = {}
     t = time.perf_counter()
-    job = ctx.job(OnnxExporter().bounds_for(ctx.loaded.config), log)
+    job = ctx.job(ctx.bounds_for(OnnxExporter()), log)
     fitted = job.calibration_inputs()
     source, equalization = ctx.quantization_source(job, fitted)
     with tempfile.TemporaryDirectory(prefix=".alisnet-quant-report-onnx.") as folder:
@@ -791,7 +802,7 @@ def pte_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True,
 
     timing: dict[str, float] = {}
     t = time.perf_counter()
-    bounds = PteExporter().bounds_for(ctx.loaded.config)
+    bounds = ctx.bounds_for(PteExporter())
     job = ctx.job(bounds, log)
     fitted = job.calibration_inputs()
     source, equalization = ctx.quantization_source(job, fitted)

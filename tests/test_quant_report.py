@@ -334,3 +334,22 @@ def test_quant_report_command_writes_one_section_per_target(run_cli, tmp_path):
         assert all((out / f).stat().st_size > 0 for item in files["overlays"] for f in item["files"].values())
     page = (out / "report.html").read_text()
     assert "layers.onnx.png" in page and "layers.pte.png" in page and "qdq_loss_debug" in page
+
+
+def test_report_bounds_take_every_measured_input(mnasnet_config):
+    """A 1024 px-high landscape photo is wider than a .pte's default 1024 x 1024 bounds: the report (which exports
+    nothing) widens them to its inputs instead of refusing the image."""
+    from types import SimpleNamespace
+
+    from alisnet_export.exporters.onnx import OnnxExporter
+    from alisnet_export.exporters.pte import PteExporter
+    from alisnet_export.quant_report import ReportInputs
+
+    wide = np.zeros((1, 3, 1024, 1376), dtype=np.float32)
+    ctx = ReportInputs(SimpleNamespace(config=mnasnet_config), torch.nn.Identity(), [("wide", wide)], [],
+                       reference_logits=[("wide", wide)])
+    for exporter in (PteExporter(), OnnxExporter()):
+        bounds = ctx.bounds_for(exporter)
+        bounds.check(1024, 1376)
+        assert bounds.min_pixels >= exporter.bounds_for(mnasnet_config).min_pixels
+    assert ctx.bounds_for(PteExporter()).max_hw == (1024, 1376)
