@@ -45,7 +45,7 @@ from .verify.reports import denormalize, write_overlays
 from .visualize import save_png
 
 __all__ = ["PtlQuantModels", "build_ptl_int8", "ptl_quant_report", "uncertainty_picture", "write_quant_report",
-           "REPORT_FILES", "TARGETS", "parse_targets", "report_files", "load_float_checkpoint", "run_ptl_report",
+           "REPORT_FILES", "TARGETS", "parse_targets", "report_files", "load_float_checkpoint",
            "run_quant_report", "ReportInputs", "OnnxLayerError", "onnx_layer_errors", "onnx_quant_report",
            "pte_layer_errors", "pte_quant_report"]
 
@@ -450,11 +450,12 @@ def _keep_saved_shapes(path: Path) -> None:
 
 @contextlib.contextmanager
 def _workdir(prefix: str) -> Iterator[Path]:
-    """A private temporary folder, also the working directory (the ORT tools write files into the cwd), with
-    stdout sent to stderr (``--json`` owns stdout)."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as folder, contextlib.chdir(folder), \
-            contextlib.redirect_stdout(sys.stderr):
-        yield Path(folder)
+    """The ONNX exporter's private working folder (the ORT tools write files into the cwd), with stdout sent to
+    stderr (``--json`` owns stdout)."""
+    from .exporters.onnx import private_workdir
+
+    with private_workdir(prefix) as folder, contextlib.redirect_stdout(sys.stderr):
+        yield folder
 
 
 @contextlib.contextmanager
@@ -1062,8 +1063,3 @@ def run_quant_report(loaded: Any, out_dir: Path, *, targets: str | Sequence[str]
     report["seconds"] = round(time.perf_counter() - start, 1)
     paths = write_quant_report(out_dir, report, baselines, ctx.reference_logits, inputs, cfg.input.mean, cfg.input.std)
     return report, paths
-
-
-def run_ptl_report(loaded: Any, out_dir: Path, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Path]]:
-    """:func:`run_quant_report` for the int8 .ptl path alone."""
-    return run_quant_report(loaded, out_dir, targets=("ptl",), **kwargs)

@@ -36,7 +36,7 @@ from ..manifest import INPUT_NAME, OUTPUT_NAME
 from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
-__all__ = ["OnnxExporter", "OnnxOptions", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
+__all__ = ["OnnxExporter", "OnnxOptions", "private_workdir", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
            "export_float_onnx", "example_size", "conv_node_layers", "conv_nodes_of_layers", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
 
 DEFAULT_OPSET = 18
@@ -172,7 +172,7 @@ def _reader(inputs: list, input_name: str):
 
 
 @contextlib.contextmanager
-def _private_workdir(prefix: str) -> Iterator[Path]:
+def private_workdir(prefix: str) -> Iterator[Path]:
     """A temporary folder that is also the working directory: the ORT tools leave files in the cwd."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     try:
@@ -256,7 +256,7 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
     if not inputs:
         raise ExportError("int8 ONNX needs calibration images; none were given")
     float_path, dest = Path(float_path).resolve(), Path(dest).resolve()
-    with _private_workdir(".alisnet-ort-quant.") as work:
+    with private_workdir(".alisnet-ort-quant.") as work:
         prepared = work / "prepared.onnx"
         try:  # stdout carries the --json result: keep the tools' prints off it
             with contextlib.redirect_stdout(sys.stderr):
@@ -296,7 +296,7 @@ def convert_to_ort(onnx_path: Path, dest: Path) -> str:
     except ImportError as exc:  # pragma: no cover - the pinned onnxruntime ships it
         raise EnvironmentProblem(f"onnxruntime.tools.convert_onnx_models_to_ort is unavailable: {exc}") from None
     onnx_path, dest = Path(onnx_path).resolve(), Path(dest).resolve()  # before the chdir
-    with _private_workdir(".alisnet-ort-convert.") as work:
+    with private_workdir(".alisnet-ort-convert.") as work:
         source = work / "model.onnx"
         shutil.copyfile(onnx_path, source)
         try:
