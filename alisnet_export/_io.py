@@ -7,11 +7,13 @@ so any module that writes a file can use it without pulling in checkpoint, model
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import OutputError
 
@@ -98,3 +100,15 @@ def replace_between_markers(path: Path, begin: str, end: str, block: str) -> boo
     new = f"{head}{begin}\n{block.strip()}\n{end}{tail}"
     atomic_write(path, lambda p: p.write_text(new, encoding="utf-8"), force=True)
     return True
+
+
+@contextlib.contextmanager
+def private_workdir(prefix: str) -> Iterator[Path]:
+    """A temporary folder that is also the working directory: for tools that leave files in the cwd
+    (ONNX Runtime's quantization and conversion tools). Removed afterwards, whatever happens."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with contextlib.chdir(folder):
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

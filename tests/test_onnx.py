@@ -262,3 +262,26 @@ def test_keep_float_leaves_the_named_layers_conv_nodes_unquantized(int8_export, 
     assert weights[node.input[1]].data_type == onnx.TensorProto.FLOAT
     code, _, err = _cli("onnx", random_mbv2_ckpt, *SMALL, "--keep-float", "no.such.layer", "-o", tmp_path / "x")
     assert code == 3 and "not a quantized conv/linear layer" in err
+
+
+@pytest.mark.slow
+def test_calibration_cache_serves_every_nodes_to_exclude_variant(float_export, float_model, tmp_path):
+    """quantize_qdq(calibration_cache=...): the first call writes the ranges, later calls read them instead of
+    calibrating (their own inputs are ignored), and a variant with excluded nodes comes out byte-identical to a
+    fresh calibration of it on the first images."""
+    from alisnet_export.exporters.onnx import quantize_qdq
+    from alisnet_export.quantize.ort_debug import conv_node_layers
+
+    source = float_export[3] / f"{STEM}-float32.onnx"
+    images = [torch.from_numpy(_photo_like(256, 192, seed)) for seed in (1, 2)]
+    other = [x * 3 for x in images]
+    cache = tmp_path / "ranges.json"
+    quantize_qdq(source, tmp_path / "all.onnx", images, calibration_cache=cache)
+    assert cache.is_file()
+    excluded = list(conv_node_layers(onnx.load(str(source)), float_model))[:2]
+    quantize_qdq(source, tmp_path / "cached.onnx", other, nodes_to_exclude=excluded, calibration_cache=cache)
+    quantize_qdq(source, tmp_path / "fresh.onnx", images, nodes_to_exclude=excluded)
+    quantize_qdq(source, tmp_path / "other.onnx", other, nodes_to_exclude=excluded)
+    cached = (tmp_path / "cached.onnx").read_bytes()
+    assert cached == (tmp_path / "fresh.onnx").read_bytes()
+    assert cached != (tmp_path / "other.onnx").read_bytes()  # the inputs matter, so the cache was what was read

@@ -184,4 +184,29 @@ def test_keep_float_leaves_the_named_layers_unannotated(random_mbv2_ckpt, run_cl
     code, _, err = run_cli("pte", random_mbv2_ckpt, *SMALL, "--keep-float", "point_rend.nope", "-o", tmp_path)
     assert code == 3 and "not a quantized conv/linear layer" in err
     code, _, err = run_cli("pte", random_mbv2_ckpt, "--float", "--keep-float", layers[0], "-o", tmp_path)
-    assert code == 2 and "--keep-float takes layer names, for int8" in err
+    assert code == 2 and "--keep-float applies to int8" in err
+
+
+@pytest.mark.slow
+def test_one_calibration_serves_every_keep_float_variant(random_mbv2_ckpt):
+    """Pt2eCalibration: a graph re-prepared for other float layers takes the calibrated observers and converts to
+    exactly what a fresh calibration of it gives; a different image set gives a different model (so the
+    comparison can tell the two apart)."""
+    from alisnet_export.exporters.base import SizeBounds
+    from alisnet_export.exporters.pte import Pt2eCalibration, export_coarse
+    from alisnet_export.quantize.mixed_precision import float_layer_names
+
+    model = load_checkpoint(random_mbv2_ckpt).build_model().eval()
+    g = torch.Generator().manual_seed(1)
+    images = [torch.randn(1, 3, 256, 192, generator=g) for _ in range(2)]
+    bounds = SizeBounds(min_hw=(64, 64), max_hw=(512, 512))
+    graph = export_coarse(model, images[0], bounds)
+    once = Pt2eCalibration(graph, images)
+    layers = [n for n in float_layer_names(model) if not n.startswith("point_rend.")]
+    for keep in ([], layers[1:2], layers[:1] + layers[2:]):  # all int8, one layer float, only one layer int8
+        reused = once.quantize(keep)(images[0])[0]
+        fresh = Pt2eCalibration(graph, images).quantize(keep)(images[0])[0]
+        assert torch.equal(reused, fresh), keep
+    assert once.recalibrated == 0
+    other = Pt2eCalibration(graph, [images[1] * 3]).quantize(layers[1:2])(images[0])[0]
+    assert not torch.equal(other, once.quantize(layers[1:2])(images[0])[0])

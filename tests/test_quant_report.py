@@ -252,25 +252,40 @@ def onnx_pair(report_inputs, tmp_path_factory):
     return folder / "float.onnx", folder / "int8.onnx"
 
 
-@pytest.mark.slow
-def test_onnx_report_finds_a_layer_whose_weight_scale_was_multiplied_by_10(report_inputs, onnx_pair, tmp_path):
+def _scale_qdq_weight(source, dest, node_name, factor=10):
+    """``source`` (a QDQ model) written to ``dest`` with the int8 weight scale of Conv node ``node_name`` x ``factor``."""
     import onnx
     from onnx import numpy_helper
 
-    from alisnet_export.exporters.onnx import conv_nodes_of_layers
-    from alisnet_export.quant_report import onnx_layer_errors
-
-    float_path, int8_path = onnx_pair
-    model = onnx.load(str(int8_path))
-    (node_name,) = conv_nodes_of_layers(onnx.load(str(float_path)), report_inputs.reference, [BROKEN])[BROKEN]
+    model = onnx.load(str(source))
     produced = {o: n for n in model.graph.node for o in n.output}
     conv = next(n for n in model.graph.node if n.name == node_name)
     weight_dq = produced[conv.input[1]]
     assert weight_dq.op_type == "DequantizeLinear"
     scale = next(i for i in model.graph.initializer if i.name == weight_dq.input[1])
-    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 10, scale.name))
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * factor, scale.name))
+    onnx.save(model, str(dest))
+
+
+def _scale_pt2e_weight(converted, layer, factor=10):
+    """The converted PT2E graph with the int8 weight scales of ``layer``'s conv x ``factor`` (in place)."""
+    conv = next(n for n in converted.graph.nodes if str(n.target) == "aten.conv2d.default"
+                and n.meta["nn_module_stack"] and list(n.meta["nn_module_stack"].values())[-1][0] == f"model.{layer}")
+    scale = conv.args[1].args[1]  # dequantize_per_channel(weight, scale, ...): the weight's int8 scales
+    getattr(converted, scale.target).mul_(factor)
+    return converted
+
+
+@pytest.mark.slow
+def test_onnx_report_finds_a_layer_whose_weight_scale_was_multiplied_by_10(report_inputs, onnx_pair, tmp_path):
+    import onnx
+
+    from alisnet_export.quantize.ort_debug import conv_nodes_of_layers, onnx_layer_errors
+
+    float_path, int8_path = onnx_pair
+    (node_name,) = conv_nodes_of_layers(onnx.load(str(float_path)), report_inputs.reference, [BROKEN])[BROKEN]
     broken = tmp_path / "broken.onnx"
-    onnx.save(model, str(broken))
+    _scale_qdq_weight(int8_path, broken, node_name)
     xs = [x for _, x in report_inputs.inputs]
     errors = onnx_layer_errors(float_path, broken, report_inputs.reference, xs)
     worst = debug.worst_layers(errors, 3)
@@ -296,7 +311,7 @@ def test_pte_section_from_the_pt2e_numeric_debugger(report_inputs):
 @pytest.mark.slow
 def test_pte_report_finds_a_layer_whose_weight_scale_was_multiplied_by_10(report_inputs):
     from alisnet_export.exporters.pte import PteExporter, export_coarse, export_example, quantize_coarse_pt2e
-    from alisnet_export.quant_report import pte_layer_errors
+    from alisnet_export.quantize.pt2e_debug import pte_layer_errors
 
     bounds = PteExporter().bounds_for(report_inputs.loaded.config)
     job = report_inputs.job(bounds, lambda m: None)
@@ -306,10 +321,7 @@ def test_pte_report_finds_a_layer_whose_weight_scale_was_multiplied_by_10(report
     converted = quantize_coarse_pt2e(source, example, bounds, fitted).coarse
     float_graph = export_coarse(source, example, bounds)
     healthy = {e.name: e for e in pte_layer_errors(float_graph, converted, report_inputs.xs)}
-    conv = next(n for n in converted.graph.nodes if str(n.target) == "aten.conv2d.default"
-                and n.meta["nn_module_stack"] and list(n.meta["nn_module_stack"].values())[-1][0] == f"model.{BROKEN}")
-    scale = conv.args[1].args[1]  # dequantize_per_channel(weight, scale, ...): the weight's int8 scales
-    getattr(converted, scale.target).mul_(10)
+    _scale_pt2e_weight(converted, BROKEN)
     worst = debug.worst_layers(pte_layer_errors(float_graph, converted, report_inputs.xs), 3)
     assert worst[0].name == BROKEN, [(e.name, e.local_sqnr_db) for e in worst]
     assert worst[0].local_sqnr_db < healthy[BROKEN].local_sqnr_db - 20
@@ -353,3 +365,72 @@ def test_report_bounds_take_every_measured_input(mnasnet_config):
         bounds.check(1024, 1376)
         assert bounds.min_pixels >= exporter.bounds_for(mnasnet_config).min_pixels
     assert ctx.bounds_for(PteExporter()).max_hw == (1024, 1376)
+
+
+# --- pte and onnx --keep-float auto: the exporters' own search, with one layer broken in every model it builds
+
+
+def _auto_export(exporter, report_inputs, tmp_path, suffix):
+    import dataclasses
+
+    job = report_inputs.job(report_inputs.bounds_for(exporter), lambda m: None)
+    # unreachable: the search runs until the budget or the candidates stop it
+    job = dataclasses.replace(job, thresholds=Thresholds(min_mean_iou=0.9999))
+    info = exporter.export(job, tmp_path / f"model{suffix}")
+    record = info.quantization["keep_float"]
+    steps = record["steps"]
+    assert record["mode"] == "auto" and steps[0]["added"] is None and steps[1]["added"] == BROKEN, steps
+    assert record["layers"][0] == BROKEN and BROKEN in record["why"]
+    assert steps[1]["mean_iou"] > steps[0]["mean_iou"] and steps[1]["size_bytes"] > steps[0]["size_bytes"]
+    assert record["candidates"][0]["name"] in {c["name"] for c in record["candidates"]}
+    assert "calibration images" in record["measured_on"] and record["stop_reason"]
+    return info, record
+
+
+@pytest.mark.slow
+def test_onnx_keep_float_auto_keeps_a_broken_layer_float_first(report_inputs, monkeypatch, tmp_path):
+    """``onnx --keep-float auto``: every QDQ model the search builds has BROKEN's weight scale x10 unless its Conv
+    node is excluded; the search measures it worst, keeps it float first, and the artifact has it float."""
+    import onnx
+
+    from alisnet_export.exporters import onnx as onnx_exporter
+    from alisnet_export.quantize.ort_debug import conv_nodes_of_layers
+
+    real = onnx_exporter.quantize_qdq
+
+    def broken_qdq(float_path, dest, inputs, *, nodes_to_exclude=(), **kwargs):
+        counts = real(float_path, dest, inputs, nodes_to_exclude=nodes_to_exclude, **kwargs)
+        (node,) = conv_nodes_of_layers(onnx.load(str(float_path)), report_inputs.reference, [BROKEN])[BROKEN]
+        if node not in nodes_to_exclude:
+            _scale_qdq_weight(dest, dest, node)
+        return counts
+
+    monkeypatch.setattr(onnx_exporter, "quantize_qdq", broken_qdq)
+    exporter = onnx_exporter.OnnxExporter(onnx_exporter.OnnxOptions(keep_float=keep_float.KeepFloat(auto=True, candidates=3)))
+    _, record = _auto_export(exporter, report_inputs, tmp_path, ".onnx")
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    (node,) = record["nodes"][BROKEN]
+    conv = next(n for n in model.graph.node if n.name == node)
+    assert conv.input[1] in {i.name for i in model.graph.initializer}  # its weight: a float initializer, no DQ
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # the candidates' files are gone
+
+
+@pytest.mark.slow
+def test_pte_keep_float_auto_keeps_a_broken_layer_float_first(report_inputs, monkeypatch, tmp_path):
+    """``pte --keep-float auto``: every converted graph the search builds has BROKEN's weight scales x10 unless it
+    is left unannotated; the search keeps it float first (sizes: the graphs' weight bytes)."""
+    from alisnet_export.exporters import pte
+
+    real = pte.Pt2eCalibration.quantize
+
+    def broken_quantize(self, keep_float=()):
+        converted = real(self, keep_float)
+        return converted if BROKEN in keep_float else _scale_pt2e_weight(converted, BROKEN)
+
+    monkeypatch.setattr(pte.Pt2eCalibration, "quantize", broken_quantize)
+    exporter = pte.PteExporter(pte.PteOptions(keep_float="auto"))
+    _, record = _auto_export(exporter, report_inputs, tmp_path, ".pte")
+    assert "weight_bytes" in record["size_bytes_are"]
+    final = next(s for s in reversed(record["steps"]) if s["accepted"])
+    # the step's weight bytes stand for the lowered program's size (measured: 3.27 vs 3.33 MB)
+    assert abs(final["size_bytes"] - (tmp_path / "model.pte").stat().st_size) < 0.05 * final["size_bytes"]

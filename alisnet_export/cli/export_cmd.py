@@ -41,21 +41,41 @@ def no_equalize_option(f: Callable) -> Callable:
                              "before per-tensor activation quantization; recorded in the manifest).")(f)
 
 
-def keep_float_layers_option(f: Callable) -> Callable:
-    """``--keep-float LAYER,...`` for the exporters that take layer names only (pte, onnx; ptl adds ``auto``)."""
-    return click.option("--keep-float", "keep_float", metavar="LAYER,...",
-                        help="int8: leave these conv layers float (the rest stays int8). Names as "
-                             "`alisnet-export quant-report` and `ptl --keep-float` print them; `auto` is a .ptl "
-                             "search only.")(f)
+def keep_float_options(budget_flag: str, artifact: str) -> Callable[[Callable], Callable]:
+    """``--keep-float LAYER,...|auto``, its size budget (``budget_flag``, in MB) and ``--auto-candidates``, for the
+    int8 exporters (ptl, pte, onnx); :func:`keep_float_spec` reads them."""
+    def decorate(f: Callable) -> Callable:
+        f = click.option("--auto-candidates", type=click.IntRange(1, 200), default=8, show_default=True,
+                         help="--keep-float auto: how many layers (lowest isolated SQNR first) to measure as "
+                              "candidates.")(f)
+        f = click.option(budget_flag, "size_budget_mb", type=float, default=None,
+                         help=f"--keep-float auto: the {artifact} size budget in MB. Default: 4.0 for "
+                              "alisnet_mnasnet (the paper's), else the all-int8 size + 1.5.")(f)
+        return click.option("--keep-float", "keep_float", metavar="LAYER,...|auto",
+                            help="int8: leave these conv layers float (the rest stays int8). `auto`: add layers, most "
+                                 f"helpful first, until the parity gate passes on the calibration images or {budget_flag} "
+                                 "would be exceeded; each step and the reason are recorded in the manifest. Layer "
+                                 "names: `alisnet-export quant-report`.")(f)
+    return decorate
 
 
-def keep_float_layers(text: Optional[str], float_: bool) -> tuple[str, ...]:
-    """The layer names of ``--keep-float`` for pte/onnx (a usage error for ``auto`` or with ``--float``)."""
-    layers = tuple(n.strip() for n in (text or "").split(",") if n.strip())
-    if layers and (float_ or "auto" in layers):
-        raise click.UsageError("--keep-float takes layer names, for int8 (`auto` searches on .ptl only: "
-                               "`alisnet-export ptl --keep-float auto`, then give the layers it kept)")
-    return layers
+def keep_float_spec(text: Optional[str], float_: bool, candidates: int, size_budget_mb: Optional[float],
+                    budget_flag: str) -> Optional[Any]:
+    """The exporter's ``keep_float`` option from the flags of :func:`keep_float_options` (None: all int8); a
+    usage error for a bad combination."""
+    from ..quantize.keep_float import KeepFloat
+
+    if text and float_:
+        raise click.UsageError("--keep-float applies to int8 (with --float every layer is float)")
+    if size_budget_mb is not None and (not text or text.strip() != "auto"):
+        raise click.UsageError(f"{budget_flag} applies to --keep-float auto")
+    if not text:
+        return None
+    try:
+        return KeepFloat.parse(text, candidates=candidates,
+                               max_size=None if size_budget_mb is None else int(size_budget_mb * 1e6))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def export_options(f: Callable) -> Callable:
@@ -245,16 +265,7 @@ def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
               help="Lite bytecode version; 7 backports for app runtimes older than PyTorch 1.11.")
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
 @click.option("--float-point-head", is_flag=True, help="int8: keep PointRend's point MLP in float.")
-@click.option("--keep-float", "keep_float", metavar="LAYER,...|auto",
-              help="int8: run these quantized conv/linear layers in float (dequantize -> float layer -> quantize; the "
-                   "rest stays int8). `auto`: add layers, most helpful first, until the parity gate passes or "
-                   "--max-size would be exceeded; each step and the reason are recorded in the manifest. Layer names: "
-                   "`alisnet-export quant-report`.")
-@click.option("--max-size", "max_size_mb", type=float, default=None,
-              help="--keep-float auto: the .ptl size budget in MB. Default: 4.0 for alisnet_mnasnet (the paper's), "
-                   "else the all-int8 size + 1.5.")
-@click.option("--auto-candidates", type=click.IntRange(1, 200), default=8, show_default=True,
-              help="--keep-float auto: how many layers (lowest isolated SQNR first) to measure as candidates.")
+@keep_float_options("--max-size", ".ptl")
 @click.option("--fold-bn", is_flag=True,
               help="--float: fold BatchNorm into the convs (faster). Changes float rounding, so PointRend may "
                    "refine a few different points and the 1e-4 logit gate can fail; unfolded (default) the "
@@ -263,7 +274,7 @@ def _common_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 @export_options
 @pass_reporter
 def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_tensor: bool, float_point_head: bool,
-                keep_float: Optional[str], max_size_mb: Optional[float], auto_candidates: int,
+                keep_float: Optional[str], size_budget_mb: Optional[float], auto_candidates: int,
                 fold_bn: bool, no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to a PyTorch-lite .ptl (int8 QNNPACK by default) and gate it on parity.
 
@@ -274,22 +285,13 @@ def ptl_command(reporter: Reporter, float_: bool, bytecode_version: str, per_ten
     NAME.parity.json and NAME.golden.algv into --output.
     """
     from ..exporters.ptl import PtlExporter, PtlOptions
-    from ..quantize.keep_float import KeepFloat
 
     if fold_bn and not float_:
         raise click.UsageError("--fold-bn applies to --float only (int8 always folds BatchNorm into its quantized convs)")
-    if keep_float and float_:
-        raise click.UsageError("--keep-float applies to int8 (with --float every layer is float)")
-    if max_size_mb is not None and not keep_float:
-        raise click.UsageError("--max-size applies to --keep-float auto")
-    try:
-        spec = keep_float and KeepFloat.parse(keep_float, candidates=auto_candidates,
-                                              max_size=None if max_size_mb is None else int(max_size_mb * 1e6))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    spec = keep_float_spec(keep_float, float_, auto_candidates, size_budget_mb, "--max-size")
     options = PtlOptions(bytecode_version=int(bytecode_version), per_channel=not per_tensor,
                          quantize_point_head=not float_point_head, fold_batchnorm=fold_bn, equalize=not no_equalize,
-                         keep_float=spec or None)
+                         keep_float=spec)
     return run_export(PtlExporter(options), reporter=reporter, precision="float32" if float_ else "int8",
                       **_common_kwargs(kwargs))
 
@@ -341,12 +343,13 @@ def coreml_command(reporter: Reporter, weights: str, image_input: bool, min_size
 @click.option("--bpte", "bundled_program", is_flag=True,
               help="Also write NAME.bpte, an ExecuTorch BundledProgram: the program plus the golden input and its "
                    "own output here, for ExecuTorch's on-device verification (checked here before it is written).")
-@keep_float_layers_option
+@keep_float_options("--size-budget", ".pte")
 @no_equalize_option
 @export_options
 @pass_reporter
 def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_size: Optional[str], per_tensor: bool,
-                bundled_program: bool, keep_float: Optional[str], no_equalize: bool, **kwargs: Any) -> int:
+                bundled_program: bool, keep_float: Optional[str], size_budget_mb: Optional[float], auto_candidates: int,
+                no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to an ExecuTorch .pte (XNNPACK delegate; int8 PT2E by default) and gate it on parity.
 
     \b
@@ -360,7 +363,9 @@ def pte_command(reporter: Reporter, float_: bool, min_size: Optional[str], max_s
     from ..exporters.pte import PteExporter, PteOptions
 
     exporter = PteExporter(PteOptions(per_channel=not per_tensor, equalize=not no_equalize,
-                                      bundled_program=bundled_program, keep_float=keep_float_layers(keep_float, float_)))
+                                      bundled_program=bundled_program,
+                                      keep_float=keep_float_spec(keep_float, float_, auto_candidates, size_budget_mb,
+                                                                 "--size-budget")))
     default = exporter.default_bounds
     bounds = SizeBounds(parse_hw(min_size, "--min-size") or default.min_hw,
                         parse_hw(max_size, "--max-size") or default.max_hw)

@@ -7,8 +7,7 @@ from typing import Any, Optional
 import click
 
 from ._common import Reporter, model_options, parse_hw, pass_reporter
-from .export_cmd import (_common_kwargs, export_options, keep_float_layers, keep_float_layers_option, no_equalize_option,
-                         run_export)
+from .export_cmd import _common_kwargs, export_options, keep_float_options, keep_float_spec, no_equalize_option, run_export
 
 __all__ = ["onnx_command", "parse_size", "COMMANDS"]
 
@@ -27,12 +26,13 @@ parse_size = parse_hw
 @click.option("--per-tensor", is_flag=True, help="int8: one weight scale per tensor instead of per output channel.")
 @click.option("--ort", "ort_format", is_flag=True,
               help="Write the ORT format (.ort) for ONNX Runtime Mobile / minimal builds instead of .onnx.")
-@keep_float_layers_option
+@keep_float_options("--size-budget", ".onnx")
 @no_equalize_option
 @export_options
 @pass_reporter
 def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optional[str], max_size: Optional[str],
-                 per_tensor: bool, ort_format: bool, keep_float: Optional[str], no_equalize: bool, **kwargs: Any) -> int:
+                 per_tensor: bool, ort_format: bool, keep_float: Optional[str], size_budget_mb: Optional[float],
+                 auto_candidates: int, no_equalize: bool, **kwargs: Any) -> int:
     """Export CKPT to ONNX (int8 QDQ by default) for ONNX Runtime and gate it on parity.
 
     \b
@@ -46,7 +46,9 @@ def onnx_command(reporter: Reporter, float_: bool, opset: int, min_size: Optiona
     from ..exporters.onnx import OnnxExporter, OnnxOptions
 
     exporter = OnnxExporter(OnnxOptions(opset=opset, per_channel=not per_tensor, equalize=not no_equalize,
-                                        ort_format=ort_format, keep_float=keep_float_layers(keep_float, float_)))
+                                        ort_format=ort_format,
+                                        keep_float=keep_float_spec(keep_float, float_, auto_candidates, size_budget_mb,
+                                                                   "--size-budget")))
     bounds = None
     if min_size or max_size:
         default = exporter.default_bounds

@@ -24,6 +24,7 @@ from ..checkpoint import LoadedCheckpoint
 from ..errors import DataError, ExportError
 from ..formats import FORMATS, FormatSpec
 from ..quantize.equalize import equalize_for_quantization
+from ..quantize.keep_float import KeepFloat
 
 __all__ = ["SizeBounds", "ExportOptions", "Int8Options", "ExportJob", "ArtifactInfo", "Exporter"]
 
@@ -95,11 +96,15 @@ class Int8Options(ExportOptions):
 
     per_channel: bool = True  # int8: one weight scale per output channel
     equalize: bool = True  # int8: activation-range equalization before calibration
-    #: int8: these float conv layers (quant-report's names) stay float; the rest is int8
-    keep_float: tuple[str, ...] = ()
+    #: int8: these float conv layers (quant-report's names) stay float, or ``auto`` finds them; the rest is int8.
+    #: Also takes layer names, ``"auto"`` or a dict (:meth:`KeepFloat.coerce`).
+    keep_float: Optional[KeepFloat] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        try:
+            object.__setattr__(self, "keep_float", KeepFloat.coerce(self.keep_float))
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"keep_float: {exc}") from None
 
 
 @dataclass
@@ -209,8 +214,12 @@ class Exporter(abc.ABC):
         return requested or self.default_bounds
 
     def check_precision(self, precision: str) -> None:
+        """An :class:`ExportError` for a precision this format does not offer, or for ``keep_float`` on a float
+        precision (every layer is float there already)."""
         if precision not in self.precisions:
             raise ExportError(f"{self.format}: precision {precision!r} not supported; choose from {', '.join(self.precisions)}")
+        if getattr(self.options, "keep_float", None) is not None and precision != "int8":
+            raise ExportError(f"keep_float applies to int8 (a {precision} .{self.format} has every layer in float)")
 
     @abc.abstractmethod
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:

@@ -27,17 +27,18 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .._io import private_workdir
 from ..errors import EnvironmentProblem, ExportError
 from ..manifest import INPUT_NAME, OUTPUT_NAME
 from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
-__all__ = ["OnnxExporter", "OnnxOptions", "private_workdir", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
-           "export_float_onnx", "example_size", "conv_node_layers", "conv_nodes_of_layers", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
+__all__ = ["OnnxExporter", "OnnxOptions", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
+           "export_float_onnx", "OrtCallable", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
@@ -171,84 +172,15 @@ def _reader(inputs: list, input_name: str):
     return Reader(inputs, input_name)
 
 
-@contextlib.contextmanager
-def private_workdir(prefix: str) -> Iterator[Path]:
-    """A temporary folder that is also the working directory: the ORT tools leave files in the cwd."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        with contextlib.chdir(folder):
-            yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def conv_node_layers(model_proto: Any, reference: Any) -> dict[str, str]:
-    """Every ONNX Conv node of ``model_proto`` that computes a float conv layer of ``reference``: node name ->
-    layer name (graph order).
-
-    A node is matched by the module scopes the dynamo exporter records on it
-    (``pkg.torch.onnx.name_scopes``): the innermost scope that is a conv, or the BatchNorm the exporter folded
-    into the conv, which stands for the conv that ran just before it (execution order from a forward pass).
-    A layer used twice (PointRend's point head runs once per subdivision step) has one node per use."""
-    import ast
-
-    import torch
-    from torch import nn
-
-    modules = dict(reference.named_modules())
-    order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args, n=name: order.append(n))
-             for name, m in modules.items() if name and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.BatchNorm2d))]
-    try:
-        with torch.no_grad():
-            reference.eval()(torch.zeros(1, 3, 256, 192))
-    finally:
-        for h in hooks:
-            h.remove()
-    conv_before = {}
-    last = None
-    for name in order:
-        if isinstance(modules[name], nn.BatchNorm2d):
-            conv_before[name] = last
-        else:
-            last = name
-    found: dict[str, str] = {}
-    for node in model_proto.graph.node:
-        if node.op_type != "Conv":
-            continue
-        props = {p.key: p.value for p in node.metadata_props}
-        try:
-            scopes = ast.literal_eval(props.get("pkg.torch.onnx.name_scopes", "[]"))
-        except (ValueError, SyntaxError):
-            scopes = []
-        for scope in reversed(scopes):
-            module = modules.get(scope)
-            if isinstance(module, (nn.Conv1d, nn.Conv2d)) or isinstance(module, nn.BatchNorm2d):
-                layer = scope if not isinstance(module, nn.BatchNorm2d) else conv_before.get(scope)
-                if layer is not None:
-                    found[node.name] = layer
-                break
-    return found
-
-
-def conv_nodes_of_layers(model_proto: Any, reference: Any, layers: Sequence[str]) -> dict[str, list[str]]:
-    """The ONNX Conv nodes that compute each float conv layer of ``reference`` named in ``layers``
-    (:func:`conv_node_layers`, inverted)."""
-    found: dict[str, list[str]] = {layer: [] for layer in layers}
-    for node, layer in conv_node_layers(model_proto, reference).items():
-        if layer in found:
-            found[layer].append(node)
-    missing = [layer for layer, nodes in found.items() if not nodes]
-    if missing:
-        raise ExportError(f"--keep-float: no Conv node of the ONNX graph computes {', '.join(missing)} (the exporter's "
-                          "name scopes did not name it); give other layers, or keep them float in the .ptl")
-    return found
-
-
 def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: bool = True,
-                 nodes_to_exclude: Sequence[str] = ()) -> dict[str, Any]:
+                 nodes_to_exclude: Sequence[str] = (), calibration_cache: Optional[Path] = None) -> dict[str, Any]:
     """Static int8 QDQ quantization of the Conv nodes of ``float_path`` but ``nodes_to_exclude`` (they stay
-    float: mixed precision); returns what was quantized."""
+    float: mixed precision); returns what was quantized.
+
+    ``calibration_cache``: a file for the activation ranges (``quantize_static``'s ``calibration_cache_path``):
+    written by the first call, read instead of calibrating by the next ones. The ranges are the float model's
+    tensors on ``inputs``, whatever is excluded, so every mixed-precision variant of one float model and one
+    image set may share the file (``--keep-float auto`` and ``quant-report``'s attribution do)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -256,6 +188,7 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
     if not inputs:
         raise ExportError("int8 ONNX needs calibration images; none were given")
     float_path, dest = Path(float_path).resolve(), Path(dest).resolve()
+    cache = str(Path(calibration_cache).resolve()) if calibration_cache is not None else None  # before the chdir
     with private_workdir(".alisnet-ort-quant.") as work:
         prepared = work / "prepared.onnx"
         try:  # stdout carries the --json result: keep the tools' prints off it
@@ -266,6 +199,7 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(nodes_to_exclude),
+                    calibration_cache_path=cache,
                 )
         except Exception as exc:
             raise ExportError(f"ONNX Runtime static quantization failed: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
@@ -277,6 +211,23 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
                  and produced_by[n.input[0]].op_type == "DequantizeLinear"]
     return {"conv_nodes": len(convs), "quantized_conv_nodes": len(quantized),
             "qdq_pairs": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")}
+
+
+class OrtCallable:
+    """A QDQ model run by ONNX Runtime (CPU provider, default optimizations, as parity runs it), called like an
+    eager model: what ``--keep-float auto`` and ``quant-report`` judge."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(self.session.run(None, {INPUT_NAME: np.ascontiguousarray(x.numpy())})[0])
 
 
 #: the ORT converter's operator list for a minimal ONNX Runtime build, written next to an .ort artifact
@@ -343,20 +294,61 @@ class OnnxExporter(Exporter):
     def suffix(self) -> str:
         return ".ort" if self.options.ort_format else ".onnx"
 
-    def _keep_float_nodes(self, job: ExportJob, float_path: Path) -> dict[str, list[str]]:
-        """``keep_float`` layer -> the Conv nodes excluded from quantization (empty: all int8)."""
-        if not self.options.keep_float:
-            return {}
+    def _quantize(self, job: ExportJob, float_path: Path, dest: Path, inputs: list) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+        """QDQ-quantize ``float_path`` into ``dest`` with the ``keep_float`` layers' Conv nodes excluded: the named
+        ones, or those ``auto`` finds on the calibration images (:func:`..quantize.keep_float.auto_search`;
+        isolated SQNR by :func:`..quantize.ort_debug.onnx_layer_errors`, sizes: each QDQ model's file). Calibrated
+        once; every ``auto`` candidate re-uses the ranges. Returns what was quantized and the manifest's
+        ``keep_float`` record (None: all int8)."""
         import onnx
 
+        from ..quantize import debug
+        from ..quantize.keep_float import RANKING_IMAGES, auto_search, calibration_logits, manual_record
         from ..quantize.mixed_precision import check_layer_names, float_layer_names
+        from ..quantize.ort_debug import conv_node_layers, conv_nodes_of_layers, onnx_layer_errors
 
-        check_layer_names(self.options.keep_float, float_layer_names(job.reference))
-        nodes = conv_nodes_of_layers(onnx.load(str(float_path), load_external_data=False), job.reference,
-                                     self.options.keep_float)
-        job.log(f"keeping {len(nodes)} layer(s) float (--keep-float): "
-                + ", ".join(f"{layer} ({len(n)} Conv node{'s' if len(n) > 1 else ''})" for layer, n in nodes.items()))
-        return nodes
+        per_channel, spec = self.options.per_channel, self.options.keep_float
+        ranges = dest.parent / "calibration.ranges.json"
+        if spec is None:
+            return quantize_qdq(float_path, dest, inputs, per_channel=per_channel), None
+        graph = onnx.load(str(float_path), load_external_data=False)
+        if not spec.auto:
+            check_layer_names(spec.layers, float_layer_names(job.reference))
+            nodes = conv_nodes_of_layers(graph, job.reference, spec.layers)
+            job.log(f"keeping {len(nodes)} layer(s) float (--keep-float): "
+                    + ", ".join(f"{layer} ({len(n)} Conv node{'s' if len(n) > 1 else ''})" for layer, n in nodes.items()))
+            counts = quantize_qdq(float_path, dest, inputs, per_channel=per_channel,
+                                  nodes_to_exclude=[n for ns in nodes.values() for n in ns])
+            return counts, manual_record(spec.layers, nodes=nodes)
+        nodes_of: dict[str, list[str]] = {}
+        for node, layer in conv_node_layers(graph, job.reference).items():
+            nodes_of.setdefault(layer, []).append(node)
+        built: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
+
+        def model_for(layers: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+            key = tuple(layers)
+            if key not in built:
+                path = dest.parent / f"keep-float-{len(built)}.onnx"
+                built[key] = path, quantize_qdq(float_path, path, inputs, per_channel=per_channel, calibration_cache=ranges,
+                                                nodes_to_exclude=[n for layer in key for n in nodes_of.get(layer, [])])
+            return built[key]
+
+        logits = calibration_logits(job.reference, inputs)
+        result, record = auto_search(
+            lambda layers: debug.evaluate_model(OrtCallable(model_for(layers)[0]), logits, inputs,
+                                                name="+".join(layers) or "int8", thresholds=job.thresholds),
+            lambda layers: model_for(layers)[0].stat().st_size,
+            lambda: onnx_layer_errors(float_path, model_for(())[0], job.reference,
+                                      [x.numpy() for x in inputs[:RANKING_IMAGES]]),
+            variant=job.loaded.config.name, max_size=spec.max_size, candidates=spec.candidates,
+            ranking_images=min(len(inputs), RANKING_IMAGES), log=job.log)
+        layers = tuple(result.final.float_layers)
+        record["nodes"] = {layer: nodes_of.get(layer, []) for layer in layers}
+        record["size_bytes_are"] = "each QDQ model's file before metadata; the artifact's own size is the manifest's"
+        job.log(f"--keep-float auto: {record['stop_reason']}")
+        path, counts = model_for(layers)
+        shutil.move(str(path), str(dest))
+        return counts, record
 
     @property
     def sidecar_suffixes(self) -> tuple[str, ...]:
@@ -390,18 +382,14 @@ class OnnxExporter(Exporter):
             if job.precision == "int8":
                 job.log(f"ONNX Runtime static QDQ quantization of Conv nodes, calibrated on {len(inputs)} images")
                 per_channel = self.options.per_channel
-                keep_float = self._keep_float_nodes(job, float_path)
-                counts = quantize_qdq(float_path, staging / "int8.onnx", inputs, per_channel=per_channel,
-                                      nodes_to_exclude=[n for nodes in keep_float.values() for n in nodes])
                 model_path = staging / "int8.onnx"
+                counts, keep_float = self._quantize(job, float_path, model_path, inputs)
                 quantization = {
                     "scheme": "ort-static-qdq", "backend": f"onnxruntime {onnxruntime.__version__}",
                     "equalization": equalization,
                     "calibration": {"images": len(inputs), "method": "MinMax",
                                     **job.calibration_info},
-                    **({"keep_float": {"mode": "manual", "layers": list(keep_float), "nodes": keep_float,
-                                       "why": {n: "asked for with --keep-float" for n in keep_float}}}
-                       if keep_float else {}),
+                    **({"keep_float": keep_float} if keep_float else {}),
                     "op_types": list(QUANT_OP_TYPES), "per_channel": per_channel,
                     "activation_type": "uint8", "weight_type": "int8",
                     # Conv inputs/outputs carry QuantizeLinear/DequantizeLinear pairs; everything else computes in float

@@ -32,7 +32,7 @@ from ..modeling.alisnet import ALiSNet
 from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
-__all__ = ["PteExporter", "PteOptions", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "export_coarse", "export_example", "delegation_summary", "program_summary",
+__all__ = ["PteExporter", "PteOptions", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "Pt2eCalibration", "weight_bytes", "export_coarse", "export_example", "delegation_summary", "program_summary",
            "executorch_version", "bundled_program_bytes", "verify_bundled_program", "BUNDLED_SUFFIX"]
 
 BUNDLED_SUFFIX = ".bpte"
@@ -138,31 +138,117 @@ def _without_layers(quantizer: Any, layers: Sequence[str], prefix: str) -> Any:
     return _SkipLayers()
 
 
-def quantize_coarse_pt2e(model: ALiSNet, example: Tensor, bounds: SizeBounds, inputs: list[Tensor], *,
-                         per_channel: bool = True, keep_float: Sequence[str] = ()) -> nn.Module:
-    """PT2E PTQ (XNNPACK quantizer) of backbone + head, calibrated on ``inputs``; PointRend stays float, and so
-    do the ``keep_float`` layers (left unannotated)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+def _observer_groups(prepared: nn.Module) -> dict[str, tuple[tuple[str, ...], tuple[Any, ...]]]:
+    """Each observer of a prepared PT2E graph: its submodule name -> (the tensors it watches, by node name; its
+    settings). Two observers with the same key measure the same thing."""
+    from torchao.quantization.pt2e.observer import ObserverBase
 
-    if not inputs:
-        raise ExportError("int8 .pte: calibration needs at least one input image")
-    graph = export_coarse(model, example, bounds)
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
-    if keep_float:
-        quantizer = _without_layers(quantizer, keep_float, prefix="model.")
-    prepared = prepare_pt2e(graph, quantizer)
-    move_exported_model_to_eval(prepared)  # exported models refuse .eval()
-    with torch.no_grad():
-        for x in inputs:
-            prepared(x)
-    converted = convert_pt2e(prepared)
-    move_exported_model_to_eval(converted)
-    return _QuantizedCoarseModel(converted, model)
+    watched: dict[str, set[str]] = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and isinstance(node.args[0], torch.fx.Node):
+            watched.setdefault(node.target, set()).add(node.args[0].name)
+    out = {}
+    for target, inputs in watched.items():
+        m = getattr(prepared, target, None)
+        if isinstance(m, ObserverBase):
+            settings = tuple(str(getattr(m, a, None)) for a in ("dtype", "qscheme", "ch_axis", "quant_min", "quant_max",
+                                                               "eps"))
+            out[target] = (tuple(sorted(inputs)), (type(m).__name__, *settings))
+    return out
+
+
+class Pt2eCalibration:
+    """Backbone + head (an exported graph, :func:`export_coarse`) PT2E-calibrated once with the XNNPACK quantizer,
+    every layer annotated; :meth:`quantize` converts it with any ``keep_float`` layers left unannotated without
+    running the calibration images again.
+
+    While calibrating, observers only watch: each sees the float model's tensor whatever else is annotated, so a
+    layer left float changes which tensors are observed, not their values. Each observer of a graph prepared for
+    other ``keep_float`` layers takes a copy of the calibrated observer that watched the same tensors with the same
+    settings; if one has no such twin (a sharing group the all-int8 graph did not have), that graph is calibrated
+    on the images after all (``recalibrated`` counts those). ``--keep-float auto`` and ``quant-report``'s
+    attribution build many such graphs."""
+
+    def __init__(self, graph: nn.Module, inputs: Sequence[Tensor], *, per_channel: bool = True) -> None:
+        if not inputs:
+            raise ExportError("int8 .pte: calibration needs at least one input image")
+        self.graph, self.inputs, self.per_channel = graph, list(inputs), per_channel
+        self.recalibrated = 0
+        prepared = self._prepare(())
+        self._calibrate(prepared)
+        groups = _observer_groups(prepared)
+        self.observers = {key: getattr(prepared, target) for target, key in groups.items()}
+
+    def _prepare(self, keep_float: Sequence[str]) -> nn.Module:
+        import copy
+
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=self.per_channel))
+        if keep_float:
+            quantizer = _without_layers(quantizer, keep_float, prefix="model.")
+        prepared = prepare_pt2e(copy.deepcopy(self.graph), quantizer)  # prepare rewrites the graph it gets
+        move_exported_model_to_eval(prepared)  # exported models refuse .eval()
+        return prepared
+
+    def _calibrate(self, prepared: nn.Module) -> None:
+        with torch.no_grad():
+            for x in self.inputs:
+                prepared(x)
+
+    def quantize(self, keep_float: Sequence[str] = ()) -> nn.Module:
+        """The converted int8 graph with ``keep_float`` layers float."""
+        import copy
+
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        prepared = self._prepare(tuple(keep_float))
+        groups = _observer_groups(prepared)
+        if all(key in self.observers for key in groups.values()):
+            for target, key in groups.items():
+                setattr(prepared, target, copy.deepcopy(self.observers[key]))
+        else:
+            self.recalibrated += 1
+            self._calibrate(prepared)
+        converted = convert_pt2e(prepared)
+        move_exported_model_to_eval(converted)
+        return converted
+
+
+def quantize_coarse_pt2e(model: ALiSNet, example: Tensor, bounds: SizeBounds, inputs: list[Tensor], *,
+                         per_channel: bool = True, keep_float: Sequence[str] = (),
+                         calibration: Optional[Pt2eCalibration] = None) -> nn.Module:
+    """PT2E PTQ (XNNPACK quantizer) of backbone + head, calibrated on ``inputs``; PointRend stays float, and so
+    do the ``keep_float`` layers (left unannotated). ``calibration``: one already made of ``model`` on ``inputs``
+    (:class:`Pt2eCalibration`), re-used instead of calibrating again."""
+    if calibration is None:
+        if not inputs:
+            raise ExportError("int8 .pte: calibration needs at least one input image")
+        calibration = Pt2eCalibration(export_coarse(model, example, bounds), inputs, per_channel=per_channel)
+    return _QuantizedCoarseModel(calibration.quantize(keep_float), model)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """The bytes a .pte of ``model`` (a :class:`_QuantizedCoarseModel`) stores as constants: what the converted
+    coarse graph reads (its ``get_attr`` tensors: int8 weights at 1 byte each, float ones at 4, scales, biases;
+    not the float parameters convert leaves unused in the module) and PointRend's float parameters and buffers.
+    ``--keep-float auto`` compares layer sets with it without lowering each."""
+    graph_module = model.coarse
+    used: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.target not in used:
+            value: Any = graph_module
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            used[node.target] = value.numel() * value.element_size() if isinstance(value, Tensor) else 0
+    tail = [*model.point_rend.parameters(), *model.point_rend.buffers()]
+    return sum(used.values()) + sum(t.numel() * t.element_size() for t in tail)
 
 
 def _op_name(target: Any) -> str:
@@ -289,15 +375,46 @@ class PteExporter(Exporter):
         bounds = requested or self.default_bounds
         return SizeBounds(bounds.min_hw, bounds.max_hw, max(bounds.min_pixels, min_input_pixels(config)))
 
-    def _keep_float(self, job: ExportJob) -> tuple[str, ...]:
-        """The ``keep_float`` layers, checked: backbone/head conv layers (PointRend is float in a .pte anyway)."""
+    def _keep_float(self, job: ExportJob, calibration: Pt2eCalibration, source: nn.Module,
+                    inputs: Sequence[Tensor]) -> tuple[tuple[str, ...], Optional[dict[str, Any]]]:
+        """The layers left unannotated and the manifest's ``keep_float`` record (None: all int8): the named
+        backbone/head conv layers (PointRend is float in a .pte anyway), or those ``auto`` finds on the
+        calibration images (:func:`..quantize.keep_float.auto_search`; isolated SQNR by
+        :func:`..quantize.pt2e_debug.pte_layer_errors`, sizes by :func:`weight_bytes`)."""
+        from ..quantize import debug
+        from ..quantize.keep_float import RANKING_IMAGES, auto_search, calibration_logits, manual_record
         from ..quantize.mixed_precision import check_layer_names, float_layer_names
+        from ..quantize.pt2e_debug import pte_layer_errors
 
-        layers = self.options.keep_float
-        if layers:
-            check_layer_names(layers, [n for n in float_layer_names(job.reference) if not n.startswith("point_rend.")])
-            job.log(f"keeping {len(layers)} layer(s) float (--keep-float): {', '.join(layers)}")
-        return layers
+        spec = self.options.keep_float
+        if spec is None:
+            return (), None
+        coarse_layers = [n for n in float_layer_names(job.reference) if not n.startswith("point_rend.")]
+        if not spec.auto:
+            check_layer_names(spec.layers, coarse_layers)
+            job.log(f"keeping {len(spec.layers)} layer(s) float (--keep-float): {', '.join(spec.layers)}")
+            return spec.layers, manual_record(spec.layers)
+        logits = calibration_logits(job.reference, inputs)
+        models: dict[tuple[str, ...], nn.Module] = {}
+
+        def model_for(layers: Sequence[str]) -> nn.Module:
+            key = tuple(layers)
+            if key not in models:
+                models[key] = _QuantizedCoarseModel(calibration.quantize(key), source)
+            return models[key]
+
+        result, record = auto_search(
+            lambda layers: debug.evaluate_model(model_for(layers), logits, inputs, name="+".join(layers) or "int8",
+                                                thresholds=job.thresholds),
+            lambda layers: weight_bytes(model_for(layers)),
+            lambda: pte_layer_errors(calibration.graph, model_for(()).coarse, inputs[:RANKING_IMAGES],
+                                     keepable=coarse_layers),
+            variant=job.loaded.config.name, max_size=spec.max_size, candidates=spec.candidates,
+            ranking_images=min(len(inputs), RANKING_IMAGES), log=job.log)
+        record["size_bytes_are"] = ("the program's weights and constants (weight_bytes), measured per step without "
+                                    "lowering; the .pte's own size is the artifact's")
+        job.log(f"--keep-float auto: {record['stop_reason']}")
+        return tuple(result.final.float_layers), record
 
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -312,14 +429,14 @@ class PteExporter(Exporter):
             inputs = job.calibration_inputs()
             job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
             source, equalization = job.quantization_source(inputs, equalize=self.options.equalize)
-            keep_float = self._keep_float(job)
-            model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, per_channel=per_channel,
-                                                    keep_float=keep_float)
+            calibration = Pt2eCalibration(export_coarse(source, example, bounds), inputs, per_channel=per_channel)
+            keep_float, keep_float_record = self._keep_float(job, calibration, source, inputs)
+            model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, keep_float=keep_float,
+                                                    calibration=calibration)
             quantization = {
                 "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel, "equalization": equalization,
                 "calibration": {"images": len(inputs), **job.calibration_info},
-                **({"keep_float": {"mode": "manual", "layers": list(keep_float),
-                                   "why": {n: "asked for with --keep-float" for n in keep_float}}} if keep_float else {}),
+                **({"keep_float": keep_float_record} if keep_float_record else {}),
                 "quantized_modules": ["backbone", "head"],
                 "float_modules": ["point_rend (point MLP in fp32 on XNNPACK; upsample, topk, grid_sample, scatter "
                                   "on portable kernels)"],

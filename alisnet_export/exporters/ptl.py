@@ -98,8 +98,10 @@ class PtlOptions(ExportOptions):
     def __post_init__(self) -> None:
         if self.bytecode_version not in (7, 8):
             raise ExportError(f"bytecode version {self.bytecode_version}: choose 7 or 8")
-        if isinstance(self.keep_float, dict):
-            object.__setattr__(self, "keep_float", KeepFloat(**self.keep_float))
+        try:
+            object.__setattr__(self, "keep_float", KeepFloat.coerce(self.keep_float))
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"keep_float: {exc}") from None
 
     def eager(self) -> eager.EagerQuantOptions:
         return eager.EagerQuantOptions(per_channel=self.per_channel, quantize_point_head=self.quantize_point_head)
@@ -117,8 +119,6 @@ class PtlExporter(Exporter):
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         self.check_precision(job.precision)
         opts: PtlOptions = self.options
-        if opts.keep_float is not None and job.precision != "int8":
-            raise ExportError("keep_float applies to int8 (a float32 .ptl has every layer in float)")
         # a QAT checkpoint fixed how it is quantized: its own options, not this export's
         options = (eager.EagerQuantOptions(**job.qat_info.get("options", {})) if job.qat_model is not None
                    else opts.eager())

@@ -27,8 +27,8 @@ from ..parity import ImageMetrics, ParityReport, Thresholds, compare_logits, def
 from . import eager
 from .mixed_precision import keep_layers_float, only_layers_int8
 
-__all__ = ["LayerError", "LayerAttribution", "QuantizedLayer", "quantized_layers", "layer_errors", "sqnr_db",
-           "evaluate_model", "attribute_layers", "worst_layers"]
+__all__ = ["PowerSums", "conv_layer_error", "finite", "LayerError", "LayerAttribution", "QuantizedLayer", "quantized_layers", "layer_errors", "sqnr_db",
+           "evaluate_model", "attribute_layers", "attribute_float_layers", "worst_layers"]
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,15 @@ class LayerError:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["sqnr_db"] = _finite(self.sqnr_db)
-        d["local_sqnr_db"] = _finite(self.local_sqnr_db)
-        d["rel_l2"] = _finite(self.rel_l2)
-        d["local_rel_l2"] = _finite(self.local_rel_l2)
+        d["sqnr_db"] = finite(self.sqnr_db)
+        d["local_sqnr_db"] = finite(self.local_sqnr_db)
+        d["rel_l2"] = finite(self.rel_l2)
+        d["local_rel_l2"] = finite(self.local_rel_l2)
         return d
 
 
-def _finite(v: Optional[float]) -> Optional[float]:
+def finite(v: Optional[float]) -> Optional[float]:
+    """``v`` as a float, or None where it is missing, nan or infinite (JSON has no nan)."""
     return None if v is None or not math.isfinite(v) else float(v)
 
 
@@ -260,6 +261,17 @@ class LayerAttribution:
     only_int8_boundary_px: Optional[float]
     iou_recovered: float  # keep_float_mean_iou - the all-int8 model's mean IoU
 
+    @classmethod
+    def measured(cls, layer: "LayerError", kept: dict[str, Any], only: Optional[dict[str, Any]],
+                 base_iou: float) -> "LayerAttribution":
+        """From the parity summaries of the model with ``layer`` alone float (``kept``) and alone int8 (``only``)."""
+        return cls(name=layer.name, sqnr_db=finite(layer.sqnr_db), local_sqnr_db=finite(layer.local_sqnr_db),
+                   keep_float_mean_iou=kept["mean_iou"], keep_float_min_iou=kept["min_iou"],
+                   keep_float_boundary_px=kept["mean_boundary_px"],
+                   only_int8_mean_iou=only["mean_iou"] if only else None,
+                   only_int8_boundary_px=only["mean_boundary_px"] if only else None,
+                   iou_recovered=kept["mean_iou"] - base_iou)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -288,15 +300,28 @@ def attribute_layers(twin: nn.Module, converted: nn.Module, float_source: Any, l
         if reverse and layer.name in qparams:
             only = evaluate_model(only_layers_int8(twin, converted, [layer.name], qparams), reference_logits, inputs,
                                   name=f"int8:{layer.name}")
-        s = kept.summary()
-        out.append(LayerAttribution(
-            name=layer.name, sqnr_db=_finite(layer.sqnr_db), local_sqnr_db=_finite(layer.local_sqnr_db),
-            keep_float_mean_iou=s["mean_iou"], keep_float_min_iou=s["min_iou"],
-            keep_float_boundary_px=s["mean_boundary_px"],
-            only_int8_mean_iou=only.summary()["mean_iou"] if only else None,
-            only_int8_boundary_px=only.summary()["mean_boundary_px"] if only else None,
-            iou_recovered=s["mean_iou"] - base_iou,
-        ))
+        out.append(LayerAttribution.measured(layer, kept.summary(), only.summary() if only else None, base_iou))
+    return out
+
+
+def attribute_float_layers(worst: Sequence[LayerError], evaluate: Callable[[list[str], str], ParityReport],
+                           baseline: ParityReport, *, all_layers: Optional[Sequence[str]] = None,
+                           progress: Callable[[str], None] | None = None) -> list[LayerAttribution]:
+    """:func:`attribute_layers` for models rebuilt per layer set (PT2E, ONNX QDQ, the ``auto`` search):
+    ``evaluate(float_layers, name)`` judges the int8 model with ``float_layers`` left float against the float
+    model. For each keepable layer of ``worst``: that layer alone float, and, given ``all_layers`` (the keepable
+    ones), every other of them float (only that layer int8)."""
+    base_iou = baseline.summary()["mean_iou"]
+    out = []
+    for layer in worst:
+        if not layer.keepable:
+            continue
+        if progress:
+            progress(layer.name)
+        kept = evaluate([layer.name], f"float:{layer.name}").summary()
+        only = (evaluate([n for n in all_layers if n != layer.name], f"int8:{layer.name}").summary()
+                if all_layers is not None else None)
+        out.append(LayerAttribution.measured(layer, kept, only, base_iou))
     return out
 
 
@@ -305,3 +330,49 @@ def worst_layers(errors: Sequence[LayerError], k: int, *, keepable_only: bool = 
     by default), worst first. Isolated, because the propagated SQNR of every layer after a bad one is bad too."""
     pool = [e for e in errors if e.keepable or not keepable_only]
     return sorted(pool, key=lambda e: e.rank_sqnr_db)[:k]
+
+
+class PowerSums:
+    """Signal and noise power sums of one compared tensor over every call (SQNR over all images at once): what
+    the pt2e and ort debuggers accumulate per layer."""
+
+    def __init__(self) -> None:
+        self.signal = self.noise = self.max_abs = 0.0
+        self.calls = 0
+
+    def add(self, ref: Any, out: Any) -> None:
+        r = np.asarray(ref, dtype=np.float64).ravel()
+        d = np.asarray(out, dtype=np.float64).ravel() - r
+        self.signal += float(r @ r)
+        self.noise += float(d @ d)
+        self.max_abs = max(self.max_abs, float(np.abs(d).max()) if d.size else 0.0)
+        self.calls += 1
+
+    def merge(self, sums: tuple[float, float, float]) -> None:
+        self.signal += sums[0]
+        self.noise += sums[1]
+        self.max_abs = max(self.max_abs, sums[2])
+        self.calls += 1
+
+    @property
+    def sqnr_db(self) -> float:
+        return sqnr_db(self.signal, self.noise) if self.calls else math.nan
+
+    @property
+    def rel_l2(self) -> float:
+        if not self.calls:
+            return math.nan
+        return math.sqrt(self.noise / self.signal) if self.signal > 0 else math.inf
+
+
+def conv_layer_error(order: int, name: str, keepable: bool, prop: PowerSums, local: PowerSums, *,
+                 input_q: Optional[tuple[float, int]] = None, output_scale: Optional[float] = None,
+                 cls: type = None, **extra: Any) -> "LayerError":
+    """A conv layer's :class:`LayerError` (``cls``: a subclass with ``extra`` fields) from its propagated (``prop``)
+    and isolated (``local``) sums; the pt2e and ort debuggers build theirs with it."""
+    cls = cls or LayerError
+    return cls(order=order, name=name, kind="conv", keepable=keepable, sqnr_db=prop.sqnr_db, rel_l2=prop.rel_l2,
+               max_abs=prop.max_abs, calls=max(prop.calls, local.calls),
+               local_sqnr_db=local.sqnr_db if local.calls else None, local_rel_l2=local.rel_l2 if local.calls else None,
+               input_scale=input_q[0] if input_q else None, input_zero_point=input_q[1] if input_q else None,
+               output_scale=output_scale, **extra)

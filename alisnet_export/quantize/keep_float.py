@@ -3,8 +3,10 @@
 * :class:`KeepFloat`: the option (``LAYER,...`` or ``auto`` with its candidate count and size budget);
 * :func:`search_keep_float`: the greedy ``auto`` search: adds layers to float, most helpful first, until the
   parity gate passes or the size budget would be exceeded; every step is recorded;
-* :func:`auto_keep_float`: the search end to end, with the layers ranked by the debugger
-  (:mod:`.debug`) and built by :mod:`.mixed_precision`;
+* :func:`auto_search`: the search end to end for any int8 path, given how to judge, size and debug it (the
+  pte and onnx exporters call it with their own models);
+* :func:`auto_keep_float`: :func:`auto_search` for the eager .ptl model, with the layers ranked by the
+  debugger (:mod:`.debug`) and built by :mod:`.mixed_precision`;
 * :func:`keep_float_for_export`: what the .ptl exporter calls.
 
 It sits above both :mod:`.debug` and :mod:`.mixed_precision` (the debugger builds its what-if models with
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 from . import debug
 from .mixed_precision import check_layer_names, float_twin, keep_layers_float, weighted_layers
 
-__all__ = ["KeepFloat", "SearchStep", "SearchResult", "search_keep_float", "default_max_size", "auto_keep_float",
+__all__ = ["KeepFloat", "SearchStep", "SearchResult", "search_keep_float", "default_max_size", "auto_search", "auto_keep_float", "RANKING_IMAGES", "manual_record", "calibration_logits",
            "keep_float_for_export"]
 
 
@@ -124,6 +126,72 @@ def search_keep_float(
     return result
 
 
+def auto_search(
+    evaluate: Callable[[list[str]], Any],
+    size_of: Callable[[list[str]], int],
+    layer_errors: Callable[[], Sequence[debug.LayerError]],
+    *,
+    variant: str,
+    max_size: Optional[int] = None,
+    candidates: int = 8,
+    measured_on: str = "the calibration images",
+    ranking_images: Optional[int] = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> tuple[SearchResult, dict[str, Any]]:
+    """``--keep-float auto`` for any int8 path: rank the ``candidates`` layers of lowest isolated SQNR
+    (``layer_errors()``, run only if the all-int8 model fails its gate) by the IoU each recovers alone in float,
+    then :func:`search_keep_float`.
+
+    ``evaluate(float_layers)``: the parity report of the model with those layers float, against the float model
+    on ``measured_on``; ``size_of(float_layers)``: that artifact's size in bytes. Both are called once per layer
+    set; ``ranking_images``: how many images ``layer_errors`` measures (recorded). Returns the search and the
+    manifest's ``keep_float`` record (layers, why, every step)."""
+    reports: dict[tuple[str, ...], Any] = {}
+    sizes: dict[tuple[str, ...], int] = {}
+
+    def evaluate_once(layers: list[str]) -> Any:
+        key = tuple(layers)
+        if key not in reports:
+            reports[key] = evaluate(list(layers))
+        return reports[key]
+
+    def size_once(layers: list[str]) -> int:
+        key = tuple(layers)
+        if key not in sizes:
+            sizes[key] = size_of(list(layers))
+        return sizes[key]
+
+    int8_size = size_once([])
+    budget = max_size if max_size is not None else default_max_size(variant, int8_size)
+    baseline = evaluate_once([])
+    ranked: list[tuple[str, float]] = []
+    attributions: list[debug.LayerAttribution] = []
+    if not baseline.passed:
+        log(f"measuring the {candidates} layers of lowest isolated SQNR, one at a time in float")
+        worst = debug.worst_layers(layer_errors(), candidates)
+        attributions = debug.attribute_float_layers(worst, lambda layers, _name: evaluate_once(layers), baseline,
+                                                    progress=lambda n: log(f"  {n}"))
+        ranked = sorted(((a.name, a.iou_recovered) for a in attributions), key=lambda t: -t[1])
+    result = search_keep_float(evaluate_once, size_once, ranked, max_size=budget, log=log)
+    final = result.final
+    benefit = dict(ranked)
+    record = {
+        "mode": "auto",
+        "layers": final.float_layers,
+        "max_size_bytes": budget,
+        "int8_size_bytes": int8_size,
+        "measured_on": measured_on,
+        "ranked_by": "isolated SQNR" + (f" on {ranking_images} of those images" if ranking_images else "")
+                     + f", the {candidates} lowest measured one at a time in float",
+        "why": {name: f"kept float by --keep-float auto: alone in float it recovered {benefit[name]:+.4f} mean IoU "
+                      f"vs float on {measured_on}" for name in final.float_layers},
+        "stop_reason": result.stop_reason,
+        "steps": [s.to_dict() for s in result.steps],
+        "candidates": [a.to_dict() for a in attributions],
+    }
+    return result, record
+
+
 def auto_keep_float(
     twin: nn.Module,
     converted: nn.Module,
@@ -138,59 +206,24 @@ def auto_keep_float(
     candidates: int = 8,
     log: Callable[[str], None] = lambda m: None,
 ) -> tuple[nn.Module, SearchResult, dict[str, Any]]:
-    """``--keep-float auto`` end to end: rank the ``candidates`` layers of lowest isolated SQNR by the IoU
-    each recovers alone in float (:func:`..debug.attribute_layers`), then :func:`search_keep_float` on
-    ``inputs`` against the float logits ``reference_logits`` with the int8 ``thresholds``.
+    """``--keep-float auto`` on an eager int8 model (the .ptl path): :func:`auto_search` with the layers ranked by
+    :func:`..debug.layer_errors` and built by :func:`.mixed_precision.keep_layers_float`, judged on ``inputs``
+    against the float logits ``reference_logits`` with the int8 ``thresholds``.
 
     ``size_bytes(model)``: the artifact's size with that model (the .ptl exporter's ``lite_size_bytes``).
     Returns the chosen model, the search, and the record for the manifest (layers, why, every step).
     """
-    reports: dict[tuple[str, ...], Any] = {}
-    sizes: dict[tuple[str, ...], int] = {}
-
     def model_for(layers: Sequence[str]) -> nn.Module:
         return keep_layers_float(converted, float_source, layers) if layers else converted
 
-    def evaluate(layers: list[str]):
-        key = tuple(layers)
-        if key not in reports:
-            reports[key] = debug.evaluate_model(model_for(layers), reference_logits, inputs, name="+".join(layers) or "int8",
-                                                thresholds=thresholds)
-        return reports[key]
-
-    def size_of(layers: list[str]) -> int:
-        key = tuple(layers)
-        if key not in sizes:
-            sizes[key] = size_bytes(model_for(layers))
-        return sizes[key]
-
-    int8_size = size_of([])
-    budget = max_size if max_size is not None else default_max_size(variant, int8_size)
-    baseline = evaluate([])
-    ranked: list[tuple[str, float]] = []
-    attributions = []
-    if not baseline.passed:
-        log(f"measuring the {candidates} layers of lowest isolated SQNR, one at a time in float")
-        errors = debug.layer_errors(twin, converted, inputs)
-        worst = debug.worst_layers(errors, candidates)
-        attributions = debug.attribute_layers(twin, converted, float_source, worst, reference_logits, inputs,
-                                              baseline=baseline, reverse=False, progress=lambda n: log(f"  {n}"))
-        ranked = sorted(((a.name, a.iou_recovered) for a in attributions), key=lambda t: -t[1])
-    result = search_keep_float(evaluate, size_of, ranked, max_size=budget, log=log)
-    final = result.final
-    benefit = dict(ranked)
-    record = {
-        "mode": "auto",
-        "layers": final.float_layers,
-        "max_size_bytes": budget,
-        "int8_size_bytes": int8_size,
-        "why": {name: f"kept float by --keep-float auto: alone in float it recovered {benefit[name]:+.4f} mean IoU "
-                      f"vs float on the calibration images" for name in final.float_layers},
-        "stop_reason": result.stop_reason,
-        "steps": [s.to_dict() for s in result.steps],
-        "candidates": [a.to_dict() for a in attributions],
-    }
-    return model_for(final.float_layers), result, record
+    result, record = auto_search(
+        lambda layers: debug.evaluate_model(model_for(layers), reference_logits, inputs, name="+".join(layers) or "int8",
+                                            thresholds=thresholds),
+        lambda layers: size_bytes(model_for(layers)),
+        lambda: debug.layer_errors(twin, converted, inputs[:RANKING_IMAGES]),
+        variant=variant, max_size=max_size, candidates=candidates, ranking_images=min(len(inputs), RANKING_IMAGES),
+        log=log)
+    return model_for(result.final.float_layers), result, record
 
 
 @dataclass(frozen=True)
@@ -212,6 +245,19 @@ class KeepFloat:
             raise ValueError("keep-float: candidates must be at least 1")
 
     @classmethod
+    def coerce(cls, value: Any) -> Optional["KeepFloat"]:
+        """An exporter option's ``keep_float`` as a caller may give it: None or ``()`` (off), a :class:`KeepFloat`,
+        ``"auto"``, layer names (a sequence), or a dict of the fields (options read back from JSON)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        if isinstance(value, str):
+            return cls.parse(value)
+        layers = tuple(value)
+        return cls(layers=layers) if layers else None
+
+    @classmethod
     def parse(cls, text: str, *, candidates: int = 8, max_size: Optional[int] = None) -> "KeepFloat":
         """``"auto"`` or ``"LAYER,LAYER"`` (the command line's ``--keep-float``); :class:`ValueError` otherwise."""
         layers = [n.strip() for n in text.split(",") if n.strip()]
@@ -222,6 +268,24 @@ class KeepFloat:
         if max_size is not None:
             raise ValueError("--max-size applies to --keep-float auto")
         return cls(layers=tuple(layers))
+
+
+#: how many calibration images rank the candidate layers by isolated SQNR (a statistic that settles on a few
+#: images; the candidates' IoU and every search step are measured on all calibration images)
+RANKING_IMAGES = 8
+
+
+def manual_record(layers: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """The manifest's ``keep_float`` record for layers the user named."""
+    return {"mode": "manual", "layers": list(layers), **extra,
+            "why": {n: "asked for with --keep-float" for n in layers}}
+
+
+def calibration_logits(reference: nn.Module, inputs: Sequence[Tensor]) -> list[tuple[str, Any]]:
+    """The float model's logits on the calibration images: what ``auto`` judges every candidate against (never
+    the parity images that later judge the artifact)."""
+    with torch.no_grad():
+        return [(f"calibration-{i}", reference(x).numpy()) for i, x in enumerate(inputs)]
 
 
 def keep_float_for_export(job: Any, spec: Optional[KeepFloat], source: nn.Module, converted: nn.Module, *,
@@ -236,11 +300,9 @@ def keep_float_for_export(job: Any, spec: Optional[KeepFloat], source: nn.Module
         layers = list(spec.layers)
         check_layer_names(layers, weighted_layers(converted))
         job.log(f"keeping {len(layers)} layer(s) float (--keep-float): {', '.join(layers)}")
-        return keep_layers_float(converted, float_source, layers), {
-            "mode": "manual", "layers": layers, "why": {n: "asked for with --keep-float" for n in layers}}
+        return keep_layers_float(converted, float_source, layers), manual_record(layers)
     inputs = job.calibration_inputs()
-    with torch.no_grad():
-        reference_logits = [(f"calibration-{i}", job.reference(x).numpy()) for i, x in enumerate(inputs)]
+    reference_logits = calibration_logits(job.reference, inputs)
     twin = float_twin(source) if job.qat_model is None else float_source
     model, _, record = auto_keep_float(twin, converted, float_source, reference_logits, inputs,
                                        thresholds=job.thresholds, variant=job.loaded.config.name,
