@@ -81,6 +81,8 @@ SCHEMES: dict[str, str] = {
     "eager-qat": "int8 converted from the QAT checkpoint",
     "eager-ptq": "int8 by post-training calibration (no QAT checkpoint given; run `alisnet-export qat` for QAT)",
     "ort-static-qdq": "int8 by ONNX Runtime static QDQ quantization of the convolutions (point geometry in float)",
+    "ort-static-qdq-a16w8": "int8 weights and 16-bit activations by ONNX Runtime static QDQ of the convolutions (they "
+                            "compute in float between 16-bit quantize/dequantize; point geometry in float)",
     "pt2e-ptq": "int8 backbone + head by PT2E post-training calibration (XNNPACK quantizer); PointRend float",
     "none": "float32, not quantized",
     "fp16": "float16 weights and compute (Core ML)",

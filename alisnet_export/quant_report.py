@@ -119,16 +119,18 @@ def ptl_quant_report(
     reverse: bool = True,
     thresholds: Optional[Thresholds] = None,
     log: Callable[[str], None] = lambda m: None,
+    reference_logits: Optional[list[tuple[str, np.ndarray]]] = None,
 ) -> tuple[dict[str, Any], ParityReport, list[tuple[str, np.ndarray]]]:
     """The ptl section of the report (a JSON-ready dict), the all-int8 parity report (masks kept), and
-    the float logits per image."""
+    the float logits per image (``reference_logits``: already computed, in ``inputs`` order)."""
     eager.use_qnnpack()
     timing: dict[str, float] = {}
     xs = [torch.from_numpy(x) for _, x in inputs]
-    t = time.perf_counter()
-    with torch.no_grad():
-        reference_logits = [(name, reference(x).numpy()) for (name, _), x in zip(inputs, xs)]
-    timing["float_model_s"] = time.perf_counter() - t
+    if reference_logits is None:
+        t = time.perf_counter()
+        with torch.no_grad():
+            reference_logits = [(name, reference(x).numpy()) for (name, _), x in zip(inputs, xs)]
+        timing["float_model_s"] = time.perf_counter() - t
     t = time.perf_counter()
     baseline = debug.evaluate_model(models.converted, reference_logits, xs, name="ptl-int8", thresholds=thresholds,
                                      keep_masks=True)
@@ -270,6 +272,13 @@ def onnx_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True
         s = baseline.summary()
         log(f"onnx all int8: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), contour {s['mean_boundary_px']:.2f} px")
         t = time.perf_counter()
+        a16_path = work / "a16w8.onnx"  # the same int8 weights and ranges, 16-bit activations
+        quantize_qdq(float_path, a16_path, fitted, per_channel=per_channel, calibration_cache=ranges, activation_bits=16)
+        a16 = ctx.evaluate(OrtCallable(a16_path), "onnx-a16w8").summary()
+        timing["a16w8_s"] = time.perf_counter() - t
+        log(f"onnx with 16-bit activations: mask IoU mean {a16['mean_iou']:.4f} (min {a16['min_iou']:.4f}), "
+            f"contour {a16['mean_boundary_px']:.2f} px")
+        t = time.perf_counter()
         errors = ort_debug.onnx_layer_errors(float_path, int8_path, ctx.reference, [x for _, x in ctx.inputs])
         timing["layer_errors_s"] = time.perf_counter() - t
         worst = debug.worst_layers(errors, top_k)
@@ -289,7 +298,8 @@ def onnx_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True
         timing["attribution_s"] = time.perf_counter() - t
     head = {"scheme": "ort-static-qdq", "backend": f"onnxruntime {onnxruntime.__version__}",
             "calibration_images": len(fitted), "equalization": equalization, "per_channel": per_channel,
-            "opset": DEFAULT_OPSET, "quantization": counts, "reverse_attribution": reverse}
+            "opset": DEFAULT_OPSET, "quantization": counts, "reverse_attribution": reverse,
+            "a16w8": {k: a16[k] for k in ("mean_iou", "min_iou", "mean_boundary_px")}}
     notes = [
         "Per-layer errors by onnxruntime.quantization.qdq_loss_debug (float ONNX model vs the QDQ model, tensors "
         "matched by name, graph optimizations off so every QuantizeLinear/DequantizeLinear runs as written). "
@@ -301,6 +311,8 @@ def onnx_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True
         "nodes_to_exclude" + (" (and, for 'only this layer int8', every other layer's)" if reverse else
                               "; the reverse attribution (only this layer int8) was skipped (--no-reverse)")
         + ", with the activation ranges of the all-int8 model's calibration (quantize_static's calibration cache).",
+        "a16w8: the same QDQ model with 16-bit activations (uint16, opset 21; the same int8 weights and calibration "
+        "ranges), run by ONNX Runtime: what 8-bit activation rounding costs. `onnx --activation-bits 16` exports it.",
         "PointRend's point-head layers run on the points each model chose from its own coarse logits; where the "
         "choices differ, their propagated SQNR measures the choice, not the arithmetic.",
     ]
@@ -436,7 +448,12 @@ def _html_target(target: str, sec: dict[str, Any], overlays: list[dict[str, Any]
     s = sec["int8"]
     parts = [f"<h2>{e(TARGET_TITLES.get(target, target))}</h2><p>all int8: mask IoU mean {s['mean_iou']:.4f} (min "
              f"{s['min_iou']:.4f}), contour {s['mean_boundary_px']:.2f} px mean, gate "
-             f"{'PASSED' if s['passed'] else 'FAILED'}</p><img class='wide' src='{e(plot)}'>"]
+             f"{'PASSED' if s['passed'] else 'FAILED'}</p>"]
+    if "a16w8" in sec:
+        a = sec["a16w8"]
+        parts.append(f"<p>with 16-bit activations (same int8 weights): mask IoU mean {a['mean_iou']:.4f} (min "
+                     f"{a['min_iou']:.4f}), contour {a['mean_boundary_px']:.2f} px</p>")
+    parts.append(f"<img class='wide' src='{e(plot)}'>")
     parts.append("<h3>Attribution (worst layers by isolated SQNR)</h3><table><tr><th>layer</th><th>isolated SQNR dB</th>"
                  "<th>propagated SQNR dB</th><th>IoU, this layer float</th><th>contour px</th><th>IoU recovered</th>"
                  "<th>IoU, only this layer int8</th><th>contour px</th></tr>")
@@ -580,7 +597,8 @@ def run_quant_report(loaded: Any, out_dir: Path, *, targets: str | Sequence[str]
             models = build_ptl_int8(reference, calibration, equalize=equalize, log=log)
             ctx.sources.setdefault(tuple(id(x) for x in calibration), (models.source, models.equalization))
             sections[target], baselines[target], _ = ptl_quant_report(models, inputs, reference, top_k=top_k,
-                                                                       reverse=reverse, log=log)
+                                                                       reverse=reverse, log=log,
+                                                                       reference_logits=ctx.reference_logits)
         else:
             report_section = pte_quant_report if target == "pte" else onnx_quant_report
             sections[target], baselines[target] = report_section(ctx, top_k=top_k, reverse=reverse, log=log)

@@ -285,3 +285,24 @@ def test_calibration_cache_serves_every_nodes_to_exclude_variant(float_export, f
     cached = (tmp_path / "cached.onnx").read_bytes()
     assert cached == (tmp_path / "fresh.onnx").read_bytes()
     assert cached != (tmp_path / "other.onnx").read_bytes()  # the inputs matter, so the cache was what was read
+
+
+@pytest.mark.slow
+def test_16_bit_activations_are_uint16_qdq_at_opset_21(tmp_path, random_mbv2_ckpt):
+    """``onnx --activation-bits 16``: every activation QuantizeLinear is uint16, weights stay int8, the model is at
+    opset 21 (16-bit QuantizeLinear) and says so in its manifest; float refuses the flag."""
+    code, out, err = _cli("onnx", random_mbv2_ckpt, *SMALL, "--activation-bits", "16", "-o", tmp_path, "--json")
+    assert code in (0, 1), err  # a random model's parity verdict says nothing here
+    entry = read_manifest(tmp_path / f"{STEM}-int8.manifest.json")["artifacts"][0]
+    assert entry["quantization"]["activation_type"] == "uint16" and entry["quantization"]["activation_bits"] == 16
+    assert entry["quantization"]["scheme"] == "ort-static-qdq-a16w8" and "16-bit activations" in err
+    assert entry["runtime"]["opset"] == 21
+    model = onnx.load(str(tmp_path / f"{STEM}-int8.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and set(zero_points) == {onnx.TensorProto.UINT16}
+    produced = {o: n for n in model.graph.node for o in n.output}
+    weight_dqs = [produced[n.input[1]] for n in model.graph.node if n.op_type == "Conv" and n.input[1] in produced]
+    assert weight_dqs and {inits[dq.input[0]].data_type for dq in weight_dqs} == {onnx.TensorProto.INT8}
+    code, _, err = _cli("onnx", random_mbv2_ckpt, "--float", "--activation-bits", "16", "-o", tmp_path / "f")
+    assert code == 2 and "--activation-bits applies to int8" in err

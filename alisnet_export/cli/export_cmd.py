@@ -48,7 +48,7 @@ def keep_float_options(budget_flag: str, artifact: str) -> Callable[[Callable], 
         f = click.option("--auto-candidates", type=click.IntRange(1, 200), default=8, show_default=True,
                          help="--keep-float auto: how many layers (lowest isolated SQNR first) to measure as "
                               "candidates.")(f)
-        f = click.option(budget_flag, "size_budget_mb", type=float, default=None,
+        f = click.option(budget_flag, "size_budget_mb", type=float, default=None, metavar="MB",
                          help=f"--keep-float auto: the {artifact} size budget in MB. Default: 4.0 for "
                               "alisnet_mnasnet (the paper's), else the all-int8 size + 1.5.")(f)
         return click.option("--keep-float", "keep_float", metavar="LAYER,...|auto",

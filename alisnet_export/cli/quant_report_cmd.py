@@ -86,6 +86,10 @@ def _print_summary(reporter: Reporter, target: str, section: dict[str, Any]) -> 
     reporter.line("")
     reporter.line(f"{target} int8: mask IoU mean {s['mean_iou']:.4f} (min {s['min_iou']:.4f}), contour "
                   f"{s['mean_boundary_px']:.2f} px, gate {'passed' if s['passed'] else 'FAILED'}")
+    if "a16w8" in section:
+        a = section["a16w8"]
+        reporter.line(f"{target} with 16-bit activations (same int8 weights): mask IoU mean {a['mean_iou']:.4f} "
+                      f"(min {a['min_iou']:.4f}), contour {a['mean_boundary_px']:.2f} px")
     reporter.line("worst layers (isolated SQNR) and the IoU they recover alone in float:")
     for a in section["attribution"]:
         only = "" if a["only_int8_mean_iou"] is None else f"; only it int8: IoU {a['only_int8_mean_iou']:.4f}"

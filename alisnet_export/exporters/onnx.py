@@ -38,7 +38,7 @@ from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
 __all__ = ["OnnxExporter", "OnnxOptions", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
-           "export_float_onnx", "OrtCallable", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "convert_to_ort", "metadata_props"]
+           "export_float_onnx", "OrtCallable", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "ACTIVATION_TYPES", "OPSET_FOR_16_BIT", "convert_to_ort", "metadata_props"]
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
@@ -172,10 +172,19 @@ def _reader(inputs: list, input_name: str):
     return Reader(inputs, input_name)
 
 
+#: ``activation_bits`` -> the activations' QDQ type (weights are int8 either way)
+ACTIVATION_TYPES = {8: "uint8", 16: "uint16"}
+#: 16-bit QuantizeLinear / DequantizeLinear are in the default domain from this opset (ONNX Runtime raises a
+#: model to it when asked for 16-bit activations)
+OPSET_FOR_16_BIT = 21
+
+
 def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: bool = True,
-                 nodes_to_exclude: Sequence[str] = (), calibration_cache: Optional[Path] = None) -> dict[str, Any]:
-    """Static int8 QDQ quantization of the Conv nodes of ``float_path`` but ``nodes_to_exclude`` (they stay
-    float: mixed precision); returns what was quantized.
+                 nodes_to_exclude: Sequence[str] = (), calibration_cache: Optional[Path] = None,
+                 activation_bits: int = 8) -> dict[str, Any]:
+    """Static QDQ quantization of the Conv nodes of ``float_path`` but ``nodes_to_exclude`` (they stay float:
+    mixed precision), int8 weights, ``activation_bits`` activations (:data:`ACTIVATION_TYPES`; 16 raises the
+    model to :data:`OPSET_FOR_16_BIT`); returns what was quantized.
 
     ``calibration_cache``: a file for the activation ranges (``quantize_static``'s ``calibration_cache_path``):
     written by the first call, read instead of calibrating by the next ones. The ranges are the float model's
@@ -185,8 +194,12 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from ..quantize.ort_debug import quiet_root_logger
+
     if not inputs:
         raise ExportError("int8 ONNX needs calibration images; none were given")
+    if activation_bits not in ACTIVATION_TYPES:
+        raise ExportError(f"activation_bits {activation_bits}: choose from {', '.join(map(str, ACTIVATION_TYPES))}")
     float_path, dest = Path(float_path).resolve(), Path(dest).resolve()
     cache = str(Path(calibration_cache).resolve()) if calibration_cache is not None else None  # before the chdir
     with private_workdir(".alisnet-ort-quant.") as work:
@@ -194,10 +207,12 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
         try:  # stdout carries the --json result: keep the tools' prints off it
             with contextlib.redirect_stdout(sys.stderr):
                 quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+            with contextlib.redirect_stdout(sys.stderr), quiet_root_logger():  # 16 bits: "opset raised to 21"
                 quantize_static(
                     str(prepared), str(work / "quantized.onnx"), _reader(inputs, INPUT_NAME),
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OP_TYPES), per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt16 if activation_bits == 16 else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(nodes_to_exclude),
                     calibration_cache_path=cache,
                 )
@@ -210,7 +225,8 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
     quantized = [n.name for n in convs if n.input and produced_by.get(n.input[0]) is not None
                  and produced_by[n.input[0]].op_type == "DequantizeLinear"]
     return {"conv_nodes": len(convs), "quantized_conv_nodes": len(quantized),
-            "qdq_pairs": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")}
+            "qdq_pairs": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
+            "activation_type": ACTIVATION_TYPES[activation_bits]}
 
 
 class OrtCallable:
@@ -273,6 +289,15 @@ class OnnxOptions(Int8Options):
     #: write the ORT format (``.ort``) for ONNX Runtime Mobile / minimal builds, with the operator config a
     #: minimal build needs (``build.sh --minimal_build --include_ops_by_config FILE``)
     ort_format: bool = False
+    #: int8: 8 (uint8 activations) or 16 (uint16 activations, W8A16, opset 21: closer to float; ONNX Runtime has no
+    #: 16-bit conv kernels, so the convs compute in float between 16-bit quantize/dequantize: slower than 8)
+    activation_bits: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.activation_bits not in ACTIVATION_TYPES:
+            raise ExportError(f"activation_bits {self.activation_bits}: choose from "
+                              f"{', '.join(map(str, ACTIVATION_TYPES))}")
 
 
 class OnnxExporter(Exporter):
@@ -307,17 +332,17 @@ class OnnxExporter(Exporter):
         from ..quantize.mixed_precision import check_layer_names, float_layer_names
         from ..quantize.ort_debug import conv_node_layers, conv_nodes_of_layers, onnx_layer_errors
 
-        per_channel, spec = self.options.per_channel, self.options.keep_float
+        per_channel, spec, bits = self.options.per_channel, self.options.keep_float, self.options.activation_bits
         ranges = dest.parent / "calibration.ranges.json"
         if spec is None:
-            return quantize_qdq(float_path, dest, inputs, per_channel=per_channel), None
+            return quantize_qdq(float_path, dest, inputs, per_channel=per_channel, activation_bits=bits), None
         graph = onnx.load(str(float_path), load_external_data=False)
         if not spec.auto:
             check_layer_names(spec.layers, float_layer_names(job.reference))
             nodes = conv_nodes_of_layers(graph, job.reference, spec.layers)
             job.log(f"keeping {len(nodes)} layer(s) float (--keep-float): "
                     + ", ".join(f"{layer} ({len(n)} Conv node{'s' if len(n) > 1 else ''})" for layer, n in nodes.items()))
-            counts = quantize_qdq(float_path, dest, inputs, per_channel=per_channel,
+            counts = quantize_qdq(float_path, dest, inputs, per_channel=per_channel, activation_bits=bits,
                                   nodes_to_exclude=[n for ns in nodes.values() for n in ns])
             return counts, manual_record(spec.layers, nodes=nodes)
         nodes_of: dict[str, list[str]] = {}
@@ -329,7 +354,8 @@ class OnnxExporter(Exporter):
             key = tuple(layers)
             if key not in built:
                 path = dest.parent / f"keep-float-{len(built)}.onnx"
-                built[key] = path, quantize_qdq(float_path, path, inputs, per_channel=per_channel, calibration_cache=ranges,
+                built[key] = path, quantize_qdq(float_path, path, inputs, per_channel=per_channel, activation_bits=bits,
+                                                calibration_cache=ranges,
                                                 nodes_to_exclude=[n for layer in key for n in nodes_of.get(layer, [])])
             return built[key]
 
@@ -360,6 +386,8 @@ class OnnxExporter(Exporter):
 
         self.check_precision(job.precision)
         opset = int(self.options.opset)
+        if self.options.activation_bits != 8 and job.precision != "int8":
+            raise ExportError(f"activation_bits applies to int8 (a {job.precision} model has float activations)")
         if opset < MIN_OPSET:
             raise ExportError(f"--opset {opset}: the dynamo ONNX exporter needs opset {MIN_OPSET} or newer")
         need = min_input_pixels(job.loaded.config)
@@ -380,18 +408,20 @@ class OnnxExporter(Exporter):
             job.log(f"exporting with torch.onnx (dynamo, opset {opset}, dynamic H and W)")
             export_float_onnx(job, float_path, opset=opset, model=source)
             if job.precision == "int8":
-                job.log(f"ONNX Runtime static QDQ quantization of Conv nodes, calibrated on {len(inputs)} images")
+                job.log(f"ONNX Runtime static QDQ quantization of Conv nodes (int8 weights, "
+                        f"{ACTIVATION_TYPES[self.options.activation_bits]} activations), calibrated on {len(inputs)} images")
                 per_channel = self.options.per_channel
                 model_path = staging / "int8.onnx"
                 counts, keep_float = self._quantize(job, float_path, model_path, inputs)
                 quantization = {
-                    "scheme": "ort-static-qdq", "backend": f"onnxruntime {onnxruntime.__version__}",
+                    "scheme": "ort-static-qdq" if self.options.activation_bits == 8 else "ort-static-qdq-a16w8",
+                    "backend": f"onnxruntime {onnxruntime.__version__}",
                     "equalization": equalization,
                     "calibration": {"images": len(inputs), "method": "MinMax",
                                     **job.calibration_info},
                     **({"keep_float": keep_float} if keep_float else {}),
                     "op_types": list(QUANT_OP_TYPES), "per_channel": per_channel,
-                    "activation_type": "uint8", "weight_type": "int8",
+                    "activation_bits": self.options.activation_bits, "weight_type": "int8",
                     # Conv inputs/outputs carry QuantizeLinear/DequantizeLinear pairs; everything else computes in float
                     "quantized_modules": ["backbone", "head", "point_rend.point_head (Conv1d as Conv)"],
                     "float_modules": ["point_rend point selection (uncertainty, topk, point coordinates)",

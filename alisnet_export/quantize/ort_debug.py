@@ -25,7 +25,7 @@ from ..errors import ExportError
 from ..manifest import INPUT_NAME
 from . import debug
 
-__all__ = ["conv_node_layers", "conv_nodes_of_layers", "OnnxLayerError", "onnx_layer_errors",
+__all__ = ["conv_node_layers", "conv_nodes_of_layers", "OnnxLayerError", "onnx_layer_errors", "quiet_root_logger",
            "ONNX_FLOAT_SAVED_OPS", "ONNX_INT8_SAVED_OPS"]
 
 
@@ -239,7 +239,9 @@ def _workdir(prefix: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantization tools log through the root logger (an error per bias shared between Conv nodes,
+    a warning when 16-bit activations raise the opset): silenced while they run, restored afterwards."""
     import logging
 
     root = logging.getLogger()
@@ -285,7 +287,7 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, reference: nn.Module, in
     prop, local, rounding = ({c.layer: debug.PowerSums() for c in convs} for _ in range(3))
     options = _ort_options()
     with _workdir(".alisnet-quant-report-qdq-debug.") as work:
-        with _quiet_root_logger():  # it logs an error for every bias duplicated per use (point head): not weights
+        with quiet_root_logger():  # it logs an error for every bias duplicated per use (point head): not weights
             weight_sqnr = qdl.compute_weight_error(qdl.create_weight_matching(str(float_path), str(qdq_path)))
         saving_float, saving_int8 = work / "float.saving.onnx", work / "int8.saving.onnx"
         qdl.modify_model_output_intermediate_tensors(str(float_path), str(saving_float),
