@@ -26,6 +26,35 @@ def test_uncertain_fraction_counts_the_unsure_share_of_the_float_mask():
     assert "no int8 model can match" in uncertainty_note({"a": 0.1, "b": 0.7}) and "70%" in uncertainty_note({"b": 0.7})
 
 
+class _Judged:
+    """A parity verdict as the search sees one: ``summary()`` and ``passed``."""
+
+    def __init__(self, iou, passed=False):
+        self.iou, self.passed = iou, passed
+
+    def summary(self):
+        return {"mean_iou": self.iou, "min_iou": self.iou, "mean_boundary_px": 1 - self.iou}
+
+
+def test_auto_search_keeps_mnasnet_within_the_papers_4_mb_and_drops_layers_that_hurt():
+    """The search's own rules, on made-up measurements: ALiSNet-MnasNet's default budget is the paper's 4.0 MB,
+    a layer that lowers the IoU with the others already float is dropped, and the next layer over budget stops it."""
+    iou = {(): 0.95, ("a",): 0.96, ("a", "b"): 0.955, ("a", "c"): 0.97}
+    size = {(): 3_600_000, ("a",): 3_800_000, ("a", "b"): 3_900_000, ("a", "c"): 3_990_000, ("a", "c", "d"): 4_050_000}
+    errors = [debug.LayerError(order=i, name=n, kind="conv", keepable=True, sqnr_db=20.0 + i, rel_l2=0.1, max_abs=1.0,
+                               calls=1, local_sqnr_db=20.0 + i) for i, n in enumerate("abcd")]
+    alone = {"a": 0.96, "b": 0.952, "c": 0.951, "d": 0.9505}
+    result, record = keep_float.auto_search(
+        lambda layers: _Judged(alone[layers[0]] if len(layers) == 1 and layers[0] != "a" else iou[tuple(layers)]),
+        lambda layers: size[tuple(layers)], lambda: errors, variant="alisnet_mnasnet", candidates=4)
+    assert keep_float.default_max_size("alisnet_mnasnet", 3_600_000) == record["max_size_bytes"] == 4_000_000
+    assert keep_float.default_max_size("alisnet_mobilenetv2", 3_600_000) == 5_100_000
+    assert [s.added for s in result.steps] == [None, "a", "b", "c"]
+    assert [s.accepted for s in result.steps] == [True, True, False, True]
+    assert record["layers"] == ["a", "c"] and result.final.size_bytes <= 4_000_000
+    assert "over the 4.00 MB budget" in record["stop_reason"] and "d" in record["stop_reason"]
+
+
 @pytest.fixture(scope="module")
 def demo():
     from alisnet_export.checkpoint import load_checkpoint
