@@ -207,8 +207,9 @@ def auto_keep_float(
     log: Callable[[str], None] = lambda m: None,
 ) -> tuple[nn.Module, SearchResult, dict[str, Any]]:
     """``--keep-float auto`` on an eager int8 model (the .ptl path): :func:`auto_search` with the layers ranked by
-    :func:`..debug.layer_errors` and built by :func:`.mixed_precision.keep_layers_float`, judged on ``inputs``
-    against the float logits ``reference_logits`` with the int8 ``thresholds``.
+    :func:`..debug.layer_errors` (on the first :data:`RANKING_IMAGES` of ``inputs``) and built by
+    :func:`.mixed_precision.keep_layers_float`, judged on ``inputs`` against the float logits ``reference_logits``
+    with the int8 ``thresholds``.
 
     ``size_bytes(model)``: the artifact's size with that model (the .ptl exporter's ``lite_size_bytes``).
     Returns the chosen model, the search, and the record for the manifest (layers, why, every step).
