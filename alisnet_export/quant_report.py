@@ -312,7 +312,8 @@ def onnx_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True
                               "; the reverse attribution (only this layer int8) was skipped (--no-reverse)")
         + ", with the activation ranges of the all-int8 model's calibration (quantize_static's calibration cache).",
         "a16w8: the same QDQ model with 16-bit activations (uint16, opset 21; the same int8 weights and calibration "
-        "ranges), run by ONNX Runtime: what 8-bit activation rounding costs. `onnx --activation-bits 16` exports it.",
+        "ranges), run by ONNX Runtime: what 8-bit activation rounding costs. Each layer alone only gains from it, but "
+        "the mask can move either way where the float model is unsure. `onnx --activation-bits 16` exports it.",
         "PointRend's point-head layers run on the points each model chose from its own coarse logits; where the "
         "choices differ, their propagated SQNR measures the choice, not the arithmetic.",
     ]

@@ -265,8 +265,7 @@ def test_onnx_section_from_qdq_loss_debug(report_inputs):
     assert all(25 < l["weight_sqnr_db"] < 70 for l in section["layers"])  # 8-bit per-channel weights: ~40-50 dB
     assert section["quantization"]["quantized_conv_nodes"] == sum(len(l["nodes"]) for l in section["layers"])
     assert baseline.masks and baseline.artifact == "onnx-int8"
-    # 16-bit activations, same weights and ranges: activation rounding 256x finer, so at least as close to float
-    assert section["int8"]["mean_iou"] <= section["a16w8"]["mean_iou"] <= 1
+    assert 0 < section["a16w8"]["mean_iou"] <= 1 and section["a16w8"]["mean_boundary_px"] >= 0
 
 
 @pytest.fixture(scope="module")
@@ -324,6 +323,25 @@ def test_onnx_report_finds_a_layer_whose_weight_scale_was_multiplied_by_10(repor
     healthy = {e.name: e for e in onnx_layer_errors(float_path, int8_path, report_inputs.reference, xs)}
     assert worst[0].local_sqnr_db < healthy[BROKEN].local_sqnr_db - 20  # 10x weights: ~ -19 dB
     assert worst[0].weight_sqnr_db < 0 < healthy[BROKEN].weight_sqnr_db
+
+
+@pytest.mark.slow
+def test_16_bit_activations_only_lower_each_layers_own_error(report_inputs, onnx_pair, tmp_path):
+    """W8A16 (same int8 weights, same calibration ranges): each layer alone on the float input can only get closer to
+    float, since only the rounding of its input and output got 256x finer. (The final mask need not: PointRend's
+    point choice is discontinuous, and on unsure photos a W8A16 mask can land further from float than W8A8's.)"""
+    from alisnet_export.exporters.onnx import OnnxExporter, quantize_qdq
+    from alisnet_export.quantize.ort_debug import onnx_layer_errors
+
+    float_path, int8_path = onnx_pair
+    job = report_inputs.job(OnnxExporter().bounds_for(report_inputs.loaded.config), lambda m: None)
+    quantize_qdq(float_path, tmp_path / "a16.onnx", job.calibration_inputs(), activation_bits=16)
+    xs = [x for _, x in report_inputs.inputs]
+    a8 = {e.name: e.local_sqnr_db for e in onnx_layer_errors(float_path, int8_path, report_inputs.reference, xs)}
+    a16 = {e.name: e.local_sqnr_db for e in onnx_layer_errors(float_path, tmp_path / "a16.onnx", report_inputs.reference, xs)}
+    assert a16.keys() == a8.keys()
+    assert all(a16[n] >= a8[n] - 0.1 for n in a8), [(n, a8[n], a16[n]) for n in a8 if a16[n] < a8[n] - 0.1]
+    assert np.mean([a16[n] - a8[n] for n in a8]) > 1  # and by more than noise on average
 
 
 @pytest.mark.slow

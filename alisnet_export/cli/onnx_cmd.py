@@ -28,8 +28,8 @@ parse_size = parse_hw
               help="Write the ORT format (.ort) for ONNX Runtime Mobile / minimal builds instead of .onnx.")
 @click.option("--activation-bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
               help="int8: activation precision. 16: uint16 activations with int8 weights (W8A16 QDQ; the model is "
-                   "raised to opset 21): closer to float, same size, but ONNX Runtime has no 16-bit conv kernels, so "
-                   "convs compute in float between 16-bit quantize/dequantize and run slower than with 8.")
+                   "raised to opset 21): finer activation rounding, same size, but ONNX Runtime has no 16-bit conv "
+                   "kernels, so convs compute in float between 16-bit quantize/dequantize and run slower than with 8.")
 @keep_float_options("--size-budget", ".onnx")
 @no_equalize_option
 @export_options

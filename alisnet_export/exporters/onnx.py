@@ -289,8 +289,9 @@ class OnnxOptions(Int8Options):
     #: write the ORT format (``.ort``) for ONNX Runtime Mobile / minimal builds, with the operator config a
     #: minimal build needs (``build.sh --minimal_build --include_ops_by_config FILE``)
     ort_format: bool = False
-    #: int8: 8 (uint8 activations) or 16 (uint16 activations, W8A16, opset 21: closer to float; ONNX Runtime has no
-    #: 16-bit conv kernels, so the convs compute in float between 16-bit quantize/dequantize: slower than 8)
+    #: int8: 8 (uint8 activations) or 16 (uint16 activations, W8A16, opset 21: finer activation rounding; ONNX
+    #: Runtime has no 16-bit conv kernels, so the convs compute in float between 16-bit quantize/dequantize:
+    #: slower than 8)
     activation_bits: int = 8
 
     def __post_init__(self) -> None:
