@@ -330,8 +330,6 @@ def pte_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True,
     ``top_k`` layers the model converted with that layer left unannotated (:class:`.exporters.pte.Pt2eCalibration`:
     one calibration for all of them), and with ``reverse`` with every other conv layer unannotated (only that
     layer int8)."""
-    import copy
-
     from .exporters.pte import PteExporter, Pt2eCalibration, export_coarse, export_example, quantize_coarse_pt2e
     from .quantize.mixed_precision import float_layer_names
 
@@ -343,7 +341,8 @@ def pte_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True,
     source, equalization = ctx.quantization_source(job, fitted)
     example = export_example(bounds, job.example_hw)
     float_graph = export_coarse(source, example, bounds)
-    calibration = Pt2eCalibration(copy.deepcopy(float_graph), fitted, per_channel=per_channel)
+    # Pt2eCalibration prepares copies of the graph and the debugger logs a copy: float_graph stays as exported
+    calibration = Pt2eCalibration(float_graph, fitted, per_channel=per_channel)
 
     def build(keep_float: Sequence[str]) -> nn.Module:  # calibrated once above, not per attribution model
         return quantize_coarse_pt2e(source, example, bounds, fitted, keep_float=tuple(keep_float),
