@@ -260,9 +260,7 @@ def onnx_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True
         work = Path(folder)
         float_path, int8_path = work / "float.onnx", work / "int8.onnx"
         export_float_onnx(job, float_path, opset=DEFAULT_OPSET, model=source)
-        nodes_of: dict[str, list[str]] = {}
-        for node, layer in ort_debug.conv_node_layers(onnx.load(str(float_path), load_external_data=False), ctx.reference).items():
-            nodes_of.setdefault(layer, []).append(node)
+        nodes_of = ort_debug.conv_nodes_by_layer(onnx.load(str(float_path), load_external_data=False), ctx.reference)
         ranges = work / "calibration.ranges.json"  # calibrated once; every attribution model re-uses the ranges
         counts = quantize_qdq(float_path, int8_path, fitted, per_channel=per_channel, calibration_cache=ranges)
         timing["export_and_quantize_s"] = time.perf_counter() - t

@@ -331,7 +331,7 @@ class OnnxExporter(Exporter):
         from ..quantize import debug
         from ..quantize.keep_float import RANKING_IMAGES, auto_search, calibration_logits, manual_record
         from ..quantize.mixed_precision import check_layer_names, float_layer_names
-        from ..quantize.ort_debug import conv_node_layers, conv_nodes_of_layers, onnx_layer_errors
+        from ..quantize.ort_debug import conv_nodes_by_layer, conv_nodes_of_layers, onnx_layer_errors
 
         per_channel, spec, bits = self.options.per_channel, self.options.keep_float, self.options.activation_bits
         ranges = dest.parent / "calibration.ranges.json"
@@ -346,9 +346,7 @@ class OnnxExporter(Exporter):
             counts = quantize_qdq(float_path, dest, inputs, per_channel=per_channel, activation_bits=bits,
                                   nodes_to_exclude=[n for ns in nodes.values() for n in ns])
             return counts, manual_record(spec.layers, nodes=nodes)
-        nodes_of: dict[str, list[str]] = {}
-        for node, layer in conv_node_layers(graph, job.reference).items():
-            nodes_of.setdefault(layer, []).append(node)
+        nodes_of = conv_nodes_by_layer(graph, job.reference)
         built: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
 
         def model_for(layers: Sequence[str]) -> tuple[Path, dict[str, Any]]:

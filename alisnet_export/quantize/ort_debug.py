@@ -25,7 +25,7 @@ from ..errors import ExportError
 from ..manifest import INPUT_NAME
 from . import debug
 
-__all__ = ["conv_node_layers", "conv_nodes_of_layers", "OnnxLayerError", "onnx_layer_errors", "quiet_root_logger",
+__all__ = ["conv_node_layers", "conv_nodes_by_layer", "conv_nodes_of_layers", "OnnxLayerError", "onnx_layer_errors", "quiet_root_logger",
            "ONNX_FLOAT_SAVED_OPS", "ONNX_INT8_SAVED_OPS"]
 
 
@@ -78,13 +78,20 @@ def conv_node_layers(model_proto: Any, reference: Any) -> dict[str, str]:
     return found
 
 
+def conv_nodes_by_layer(model_proto: Any, reference: Any) -> dict[str, list[str]]:
+    """:func:`conv_node_layers` inverted: each float conv layer -> the Conv nodes that compute it (graph order;
+    a layer used twice has a node per use)."""
+    found: dict[str, list[str]] = {}
+    for node, layer in conv_node_layers(model_proto, reference).items():
+        found.setdefault(layer, []).append(node)
+    return found
+
+
 def conv_nodes_of_layers(model_proto: Any, reference: Any, layers: Sequence[str]) -> dict[str, list[str]]:
     """The ONNX Conv nodes that compute each float conv layer of ``reference`` named in ``layers``
-    (:func:`conv_node_layers`, inverted)."""
-    found: dict[str, list[str]] = {layer: [] for layer in layers}
-    for node, layer in conv_node_layers(model_proto, reference).items():
-        if layer in found:
-            found[layer].append(node)
+    (:func:`conv_nodes_by_layer`); an :class:`ExportError` names the layers no node computes."""
+    by_layer = conv_nodes_by_layer(model_proto, reference)
+    found = {layer: by_layer.get(layer, []) for layer in layers}
     missing = [layer for layer, nodes in found.items() if not nodes]
     if missing:
         raise ExportError(f"--keep-float: no Conv node of the ONNX graph computes {', '.join(missing)} (the exporter's "
