@@ -249,7 +249,8 @@ def onnx_quant_report(ctx: ReportInputs, *, top_k: int = 8, reverse: bool = True
     import onnx
     import onnxruntime
 
-    from .exporters.onnx import DEFAULT_OPSET, OnnxExporter, OrtCallable, export_float_onnx, quantize_qdq
+    from .exporters.onnx import DEFAULT_OPSET, OnnxExporter, export_float_onnx, quantize_qdq
+    from .runtimes.onnx_runner import OrtCallable
 
     timing: dict[str, float] = {}
     t = time.perf_counter()

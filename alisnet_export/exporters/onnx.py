@@ -38,7 +38,7 @@ from ..modeling.point_rend import min_input_pixels
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
 __all__ = ["OnnxExporter", "OnnxOptions", "DEFAULT_OPSET", "MIN_OPSET", "QUANT_OP_TYPES", "pointrend_min_pixels",
-           "export_float_onnx", "OrtCallable", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "ACTIVATION_TYPES", "OPSET_FOR_16_BIT", "convert_to_ort", "metadata_props"]
+           "export_float_onnx", "example_size", "min_ort_version", "prune_opset_imports", "quantize_qdq", "ACTIVATION_TYPES", "OPSET_FOR_16_BIT", "convert_to_ort", "metadata_props"]
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
@@ -229,23 +229,6 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
             "activation_type": ACTIVATION_TYPES[activation_bits]}
 
 
-class OrtCallable:
-    """A QDQ model run by ONNX Runtime (CPU provider, default optimizations, as parity runs it), called like an
-    eager model: what ``--keep-float auto`` and ``quant-report`` judge."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: Any) -> Any:
-        import torch
-
-        return torch.from_numpy(self.session.run(None, {INPUT_NAME: np.ascontiguousarray(x.numpy())})[0])
-
-
 #: the ORT converter's operator list for a minimal ONNX Runtime build, written next to an .ort artifact
 REQUIRED_OPERATORS_SUFFIX = ".required_operators.config"
 #: what the ORT converter optimises for: phones are ARM (allows int8 QDQ fusions; no x86-only NCHWc layout)
@@ -332,6 +315,7 @@ class OnnxExporter(Exporter):
         from ..quantize.keep_float import RANKING_IMAGES, auto_search, calibration_logits, manual_record
         from ..quantize.mixed_precision import check_layer_names, float_layer_names
         from ..quantize.ort_debug import conv_nodes_by_layer, conv_nodes_of_layers, onnx_layer_errors
+        from ..runtimes.onnx_runner import OrtCallable
 
         per_channel, spec, bits = self.options.per_channel, self.options.keep_float, self.options.activation_bits
         ranges = dest.parent / "calibration.ranges.json"

@@ -19,7 +19,6 @@ import hashlib
 import operator
 from collections import Counter
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -30,10 +29,11 @@ from ..config import ModelConfig
 from ..errors import ExportError
 from ..modeling.alisnet import ALiSNet
 from ..modeling.point_rend import min_input_pixels
+from ..runtimes.executorch_runner import executorch_version
 from .base import ArtifactInfo, Exporter, ExportJob, Int8Options, SizeBounds
 
 __all__ = ["PteExporter", "PteOptions", "min_pixels_for", "dynamic_shapes", "quantize_coarse_pt2e", "Pt2eCalibration", "weight_bytes", "export_coarse", "export_example", "delegation_summary", "program_summary",
-           "executorch_version", "bundled_program_bytes", "verify_bundled_program", "BUNDLED_SUFFIX"]
+           "bundled_program_bytes", "verify_bundled_program", "BUNDLED_SUFFIX"]
 
 BUNDLED_SUFFIX = ".bpte"
 #: the ExecuTorch method the bundled test case exercises
@@ -41,13 +41,6 @@ _METHOD = "forward"
 
 #: the float portable-kernel helpers that are not operators a selective build must register
 _NOT_KERNELS = {"getitem", "sym_size", "sym_size.int", "mul", "add", "sub", "floordiv"}
-
-
-def executorch_version() -> str:
-    try:
-        return metadata.version("executorch")
-    except metadata.PackageNotFoundError:  # pragma: no cover - the pinned stack installs it
-        return "unknown"
 
 
 #: PointRend's smallest input (docs/design.md section 4.3); the old name, kept for callers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from ..errors import DataError
 from .base import Runner
 
-__all__ = ["ExecuTorchRunner", "open_pte"]
+__all__ = ["ExecuTorchRunner", "open_pte", "executorch_version"]
 
 
 class ExecuTorchRunner(Runner):
@@ -50,10 +51,16 @@ class ExecuTorchRunner(Runner):
         return out[0].numpy()
 
     def describe(self) -> dict[str, Any]:
-        from ..exporters.pte import executorch_version
-
         return {"format": "pte", "runtime": "executorch", "executorch": executorch_version(), "max_hw": list(self.max_hw),
                 "backends": sorted(self.runtime.backend_registry.registered_backend_names)}
+
+
+def executorch_version() -> str:
+    """The installed ExecuTorch's version (the runtime that runs a .pte here; the manifests record it)."""
+    try:
+        return metadata.version("executorch")
+    except metadata.PackageNotFoundError:  # pragma: no cover - the pinned stack installs it
+        return "unknown"
 
 
 def open_pte(path: Path) -> Runner:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import DataError, EnvironmentProblem
 from .base import Runner
 
-__all__ = ["OnnxRuntimeRunner", "PROVIDERS", "open_onnx"]
+__all__ = ["OnnxRuntimeRunner", "OrtCallable", "PROVIDERS", "open_onnx"]
 
 #: phones run the CPU provider too (NNAPI / Core ML providers are app-side choices)
 PROVIDERS = ["CPUExecutionProvider"]
@@ -62,6 +62,19 @@ class OnnxRuntimeRunner(Runner):
         return {"format": "onnx", "runtime": "onnxruntime", "onnxruntime": self._ort.__version__,
                 "providers": self.session.get_providers(), "file_format": self.path.suffix.lstrip(".").lower(),
                 "input": self.input_name, "output": self.output_name}
+
+
+class OrtCallable:
+    """An ONNX model run as parity runs it (:class:`OnnxRuntimeRunner`), called like an eager model (tensor in,
+    tensor out): what ``--keep-float auto`` and ``quant-report`` judge their QDQ models with."""
+
+    def __init__(self, path: Path) -> None:
+        self.runner = OnnxRuntimeRunner(path)
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(self.runner.run(x.numpy()))
 
 
 def open_onnx(path: Path) -> Runner:
