@@ -280,28 +280,42 @@ def _mean(ims: Sequence[ImageMetrics], attr: str) -> float:
     return float(np.mean([getattr(m, attr) for m in ims]))
 
 
-def attribute_layers(twin: nn.Module, converted: nn.Module, float_source: Any, layers: Sequence[LayerError],
-                     reference_logits: Sequence[tuple[str, np.ndarray]], inputs: Sequence[torch.Tensor], *,
-                     baseline: ParityReport, reverse: bool = True,
-                     progress: Callable[[str], None] | None = None) -> list[LayerAttribution]:
-    """For each keepable layer of ``layers``: mask IoU / contour distance vs float with that layer alone in
-    float, and (``reverse``) with that layer alone in int8. ``baseline``: the all-int8 model's report."""
+def _attribute(layers: Sequence[LayerError], alone_float: Callable[[LayerError], ParityReport],
+               alone_int8: Callable[[LayerError], Optional[ParityReport]], baseline: ParityReport,
+               progress: Callable[[str], None] | None) -> list[LayerAttribution]:
+    """Each keepable layer of ``layers`` judged with it alone in float and (where ``alone_int8`` gives a report)
+    alone in int8; ``baseline``: the all-int8 model's report."""
     base_iou = baseline.summary()["mean_iou"]
-    qparams = {l.name: (l.input_scale, l.input_zero_point) for l in layers if l.input_scale is not None}
     out = []
     for layer in layers:
         if not layer.keepable:
             continue
         if progress:
             progress(layer.name)
-        kept = evaluate_model(keep_layers_float(converted, float_source, [layer.name]), reference_logits, inputs,
-                              name=f"float:{layer.name}")
-        only: Optional[ParityReport] = None
-        if reverse and layer.name in qparams:
-            only = evaluate_model(only_layers_int8(twin, converted, [layer.name], qparams), reference_logits, inputs,
-                                  name=f"int8:{layer.name}")
+        kept, only = alone_float(layer), alone_int8(layer)
         out.append(LayerAttribution.measured(layer, kept.summary(), only.summary() if only else None, base_iou))
     return out
+
+
+def attribute_layers(twin: nn.Module, converted: nn.Module, float_source: Any, layers: Sequence[LayerError],
+                     reference_logits: Sequence[tuple[str, np.ndarray]], inputs: Sequence[torch.Tensor], *,
+                     baseline: ParityReport, reverse: bool = True,
+                     progress: Callable[[str], None] | None = None) -> list[LayerAttribution]:
+    """For each keepable layer of ``layers``: mask IoU / contour distance vs float with that layer alone in
+    float, and (``reverse``) with that layer alone in int8. ``baseline``: the all-int8 model's report."""
+    qparams = {l.name: (l.input_scale, l.input_zero_point) for l in layers if l.input_scale is not None}
+
+    def alone_float(layer: LayerError) -> ParityReport:
+        return evaluate_model(keep_layers_float(converted, float_source, [layer.name]), reference_logits, inputs,
+                              name=f"float:{layer.name}")
+
+    def alone_int8(layer: LayerError) -> Optional[ParityReport]:
+        if not (reverse and layer.name in qparams):
+            return None
+        return evaluate_model(only_layers_int8(twin, converted, [layer.name], qparams), reference_logits, inputs,
+                              name=f"int8:{layer.name}")
+
+    return _attribute(layers, alone_float, alone_int8, baseline, progress)
 
 
 def attribute_float_layers(worst: Sequence[LayerError], evaluate: Callable[[list[str], str], ParityReport],
@@ -311,18 +325,13 @@ def attribute_float_layers(worst: Sequence[LayerError], evaluate: Callable[[list
     ``evaluate(float_layers, name)`` judges the int8 model with ``float_layers`` left float against the float
     model. For each keepable layer of ``worst``: that layer alone float, and, given ``all_layers`` (the keepable
     ones), every other of them float (only that layer int8)."""
-    base_iou = baseline.summary()["mean_iou"]
-    out = []
-    for layer in worst:
-        if not layer.keepable:
-            continue
-        if progress:
-            progress(layer.name)
-        kept = evaluate([layer.name], f"float:{layer.name}").summary()
-        only = (evaluate([n for n in all_layers if n != layer.name], f"int8:{layer.name}").summary()
-                if all_layers is not None else None)
-        out.append(LayerAttribution.measured(layer, kept, only, base_iou))
-    return out
+    def alone_int8(layer: LayerError) -> Optional[ParityReport]:
+        if all_layers is None:
+            return None
+        return evaluate([n for n in all_layers if n != layer.name], f"int8:{layer.name}")
+
+    return _attribute(worst, lambda layer: evaluate([layer.name], f"float:{layer.name}"), alone_int8, baseline,
+                      progress)
 
 
 def worst_layers(errors: Sequence[LayerError], k: int, *, keepable_only: bool = True) -> list[LayerError]:
