@@ -179,6 +179,12 @@ ACTIVATION_TYPES = {8: "uint8", 16: "uint16"}
 OPSET_FOR_16_BIT = 21
 
 
+def check_activation_bits(bits: int) -> None:
+    """An :class:`ExportError` unless ``bits`` is one of :data:`ACTIVATION_TYPES`."""
+    if bits not in ACTIVATION_TYPES:
+        raise ExportError(f"activation_bits {bits}: choose from {', '.join(map(str, ACTIVATION_TYPES))}")
+
+
 def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: bool = True,
                  nodes_to_exclude: Sequence[str] = (), calibration_cache: Optional[Path] = None,
                  activation_bits: int = 8) -> dict[str, Any]:
@@ -198,8 +204,7 @@ def quantize_qdq(float_path: Path, dest: Path, inputs: list, *, per_channel: boo
 
     if not inputs:
         raise ExportError("int8 ONNX needs calibration images; none were given")
-    if activation_bits not in ACTIVATION_TYPES:
-        raise ExportError(f"activation_bits {activation_bits}: choose from {', '.join(map(str, ACTIVATION_TYPES))}")
+    check_activation_bits(activation_bits)
     float_path, dest = Path(float_path).resolve(), Path(dest).resolve()
     cache = str(Path(calibration_cache).resolve()) if calibration_cache is not None else None  # before the chdir
     with private_workdir(".alisnet-ort-quant.") as work:
@@ -279,9 +284,7 @@ class OnnxOptions(Int8Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.activation_bits not in ACTIVATION_TYPES:
-            raise ExportError(f"activation_bits {self.activation_bits}: choose from "
-                              f"{', '.join(map(str, ACTIVATION_TYPES))}")
+        check_activation_bits(self.activation_bits)
 
 
 class OnnxExporter(Exporter):
@@ -318,7 +321,6 @@ class OnnxExporter(Exporter):
         from ..runtimes.onnx_runner import OrtCallable
 
         per_channel, spec, bits = self.options.per_channel, self.options.keep_float, self.options.activation_bits
-        ranges = dest.parent / "calibration.ranges.json"
         if spec is None:
             return quantize_qdq(float_path, dest, inputs, per_channel=per_channel, activation_bits=bits), None
         graph = onnx.load(str(float_path), load_external_data=False)
@@ -331,6 +333,7 @@ class OnnxExporter(Exporter):
                                   nodes_to_exclude=[n for ns in nodes.values() for n in ns])
             return counts, manual_record(spec.layers, nodes=nodes)
         nodes_of = conv_nodes_by_layer(graph, job.reference)
+        ranges = dest.parent / "calibration.ranges.json"  # the first candidate calibrates, the others re-use it
         built: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
 
         def model_for(layers: Sequence[str]) -> tuple[Path, dict[str, Any]]:
