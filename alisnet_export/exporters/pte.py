@@ -368,25 +368,36 @@ class PteExporter(Exporter):
         bounds = requested or self.default_bounds
         return SizeBounds(bounds.min_hw, bounds.max_hw, max(bounds.min_pixels, min_input_pixels(config)))
 
-    def _keep_float(self, job: ExportJob, calibration: Pt2eCalibration, source: nn.Module,
-                    inputs: Sequence[Tensor]) -> tuple[tuple[str, ...], Optional[dict[str, Any]]]:
-        """The layers left unannotated and the manifest's ``keep_float`` record (None: all int8): the named
-        backbone/head conv layers (PointRend is float in a .pte anyway), or those ``auto`` finds on the
-        calibration images (:func:`..quantize.keep_float.auto_search`; isolated SQNR by
-        :func:`..quantize.pt2e_debug.pte_layer_errors`, sizes by :func:`weight_bytes`)."""
+    @staticmethod
+    def _coarse_layers(job: ExportJob) -> list[str]:
+        """The layers ``keep_float`` may name: backbone/head convs (PointRend is float in a .pte anyway)."""
+        from ..quantize.mixed_precision import float_layer_names
+
+        return [n for n in float_layer_names(job.reference) if not n.startswith("point_rend.")]
+
+    def _named_keep_float(self, job: ExportJob) -> tuple[tuple[str, ...], Optional[dict[str, Any]]]:
+        """The named ``keep_float`` layers, checked before any calibration, and their manifest record (none named:
+        ``((), None)``)."""
+        from ..quantize.keep_float import manual_record
+        from ..quantize.mixed_precision import check_layer_names
+
+        spec = self.options.keep_float
+        if spec is None or spec.auto:
+            return (), None
+        check_layer_names(spec.layers, self._coarse_layers(job))
+        job.log(f"keeping {len(spec.layers)} layer(s) float (--keep-float): {', '.join(spec.layers)}")
+        return spec.layers, manual_record(spec.layers)
+
+    def _auto_keep_float(self, job: ExportJob, calibration: Pt2eCalibration, source: nn.Module,
+                         inputs: Sequence[Tensor]) -> tuple[nn.Module, dict[str, Any]]:
+        """``keep_float`` auto: the chosen model and the manifest's record. Layers found on the calibration images
+        (:func:`..quantize.keep_float.auto_search`; isolated SQNR by :func:`..quantize.pt2e_debug.pte_layer_errors`,
+        sizes by :func:`weight_bytes`), every candidate converted from ``calibration``."""
         from ..quantize import debug
-        from ..quantize.keep_float import RANKING_IMAGES, auto_search, calibration_logits, manual_record
-        from ..quantize.mixed_precision import check_layer_names, float_layer_names
+        from ..quantize.keep_float import RANKING_IMAGES, auto_search, calibration_logits
         from ..quantize.pt2e_debug import pte_layer_errors
 
         spec = self.options.keep_float
-        if spec is None:
-            return (), None
-        coarse_layers = [n for n in float_layer_names(job.reference) if not n.startswith("point_rend.")]
-        if not spec.auto:
-            check_layer_names(spec.layers, coarse_layers)
-            job.log(f"keeping {len(spec.layers)} layer(s) float (--keep-float): {', '.join(spec.layers)}")
-            return spec.layers, manual_record(spec.layers)
         logits = calibration_logits(job.reference, inputs)
         models: dict[tuple[str, ...], nn.Module] = {}
 
@@ -401,13 +412,13 @@ class PteExporter(Exporter):
                                                 thresholds=job.thresholds),
             lambda layers: weight_bytes(model_for(layers)),
             lambda: pte_layer_errors(calibration.graph, model_for(()).coarse, inputs[:RANKING_IMAGES],
-                                     keepable=coarse_layers),
+                                     keepable=self._coarse_layers(job)),
             variant=job.loaded.config.name, max_size=spec.max_size, candidates=spec.candidates,
             ranking_images=min(len(inputs), RANKING_IMAGES), log=job.log)
         record["size_bytes_are"] = ("the program's weights and constants (weight_bytes), measured per step without "
                                     "lowering; the .pte's own size is the artifact's")
         job.log(f"--keep-float auto: {record['stop_reason']}")
-        return tuple(result.final.float_layers), record
+        return model_for(result.final.float_layers), record
 
     def export(self, job: ExportJob, dest: Path) -> ArtifactInfo:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -419,13 +430,17 @@ class PteExporter(Exporter):
         per_channel = self.options.per_channel
         quantization: dict[str, Any]
         if job.precision == "int8":
+            keep_float, keep_float_record = self._named_keep_float(job)
             inputs = job.calibration_inputs()
             job.log(f"PT2E post-training calibration (XNNPACK quantizer) of backbone + head on {len(inputs)} images")
             source, equalization = job.quantization_source(inputs, equalize=self.options.equalize)
             calibration = Pt2eCalibration(export_coarse(source, example, bounds), inputs, per_channel=per_channel)
-            keep_float, keep_float_record = self._keep_float(job, calibration, source, inputs)
-            model: nn.Module = quantize_coarse_pt2e(source, example, bounds, inputs, keep_float=keep_float,
-                                                    calibration=calibration)
+            model: nn.Module
+            if self.options.keep_float is not None and self.options.keep_float.auto:
+                model, keep_float_record = self._auto_keep_float(job, calibration, source, inputs)
+            else:
+                model = quantize_coarse_pt2e(source, example, bounds, inputs, keep_float=keep_float,
+                                             calibration=calibration)
             quantization = {
                 "scheme": "pt2e-ptq", "backend": "xnnpack", "per_channel": per_channel, "equalization": equalization,
                 "calibration": {"images": len(inputs), **job.calibration_info},
