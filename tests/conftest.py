@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from alisnet_export.allocator import keep_freed_memory
+
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+keep_freed_memory()  # as the command line does: 1024 px activations are reused, not page-faulted in per forward
 warnings.filterwarnings("ignore", message=".*is deprecated.*")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import traceback
@@ -17,6 +18,7 @@ from typing import Optional
 import click
 
 from .. import __version__
+from ..allocator import keep_freed_memory
 from ..errors import EXIT_CODES_HELP, EXIT_INTERNAL, AlisnetError
 from ._common import wants_json
 
@@ -70,12 +72,15 @@ def quiet_library_warnings() -> None:
     for pattern in ("TorchScript type system", "must run observer", "quantize_per_", "Lite Interpreter",
                     "is deprecated", "TypedStorage"):
         warnings.filterwarnings("ignore", message=f".*{pattern}.*")
+    # torchao registers an Enum as a pytree constant on import; torch logs (not warns) that this is deprecated
+    logging.getLogger("torch.utils._pytree").addFilter(lambda record: "register_constant()" not in record.getMessage())
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: maps :class:`AlisnetError` to its exit code, anything else to 70 with a traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
     quiet_library_warnings()
+    keep_freed_memory()  # large activations are reused, not page-faulted in again on every forward (allocator.py)
     as_json = wants_json(args)
     try:
         rv = cli.main(args=args, prog_name="alisnet-export", standalone_mode=False)
