@@ -207,13 +207,16 @@ def _onnx_subgraph(model: Any, input_name: str, output_name: str) -> Any:
     return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
 
 
-def _ort_options() -> Any:
-    """The session options qdq_loss_debug runs with (no graph optimization: Q/DQ computed as written), quiet."""
+def _ort_options(*, arena: bool = True) -> Any:
+    """The session options qdq_loss_debug runs with (no graph optimization: Q/DQ computed as written), quiet.
+    ``arena=False``: no CPU memory arena, for sessions kept open side by side (one per layer), which would each
+    keep the largest buffers they ever ran with."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = arena
     return options
 
 
@@ -302,7 +305,8 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, reference: nn.Module, in
         _keep_saved_shapes(saving_float)
         qdl.modify_model_output_intermediate_tensors(str(qdq_path), str(saving_int8),
                                                      op_types_for_saving=list(ONNX_INT8_SAVED_OPS))
-        isolated = {c.node: ort.InferenceSession(_onnx_subgraph(qdq, c.input_act, c.output).SerializeToString(), options,
+        alone_options = _ort_options(arena=False)
+        isolated = {c.node: ort.InferenceSession(_onnx_subgraph(qdq, c.input_act, c.output).SerializeToString(), alone_options,
                                                  providers=["CPUExecutionProvider"]) for c in convs if c.input_act}
         for i, x in enumerate(inputs):
             feed = [{INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}]
