@@ -1,11 +1,11 @@
 """The process's memory allocator: keep freed tensor memory for reuse instead of handing it back to the kernel.
 
 At 1024 px ALiSNet's activations are tens of MB each. glibc's ``malloc`` serves every block above its mmap
-threshold (at most 32 MB) with a fresh ``mmap`` and ``munmap``s it on free, so every forward pass page-faults
-its activations in again, and the kernel zeroes each page first. Measured on the 2-core x86 host (torch 2.14.1,
-the demo MobileNetV2 model, float forward at 1024 x 1376, 4 runs): 5.6 s wall, half of it system time, 2.6 M
-page faults per run; with :func:`keep_freed_memory`, 2.2 s and no page faults. The quantization report and the
-calibration passes run hundreds of such forwards.
+threshold (128 KB, raised as such blocks are freed, to at most 32 MB) with a fresh ``mmap`` and ``munmap``s it
+on free, so every forward pass page-faults its activations in again, and the kernel zeroes each page first.
+Measured on the 2-core x86 host (torch 2.14.1, the demo MobileNetV2 model, float forward at 1024 x 1376, 4
+runs): 5.6 s wall, half of it system time, 2.6 M page faults; with :func:`keep_freed_memory`, 2.2 s and no page
+faults. The quantization report and the calibration passes run hundreds of such forwards.
 
 :func:`keep_freed_memory` sets two ``mallopt`` parameters, the ones ``MALLOC_MMAP_MAX_`` and
 ``MALLOC_TRIM_THRESHOLD_`` set at process start:

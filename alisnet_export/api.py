@@ -13,6 +13,10 @@ float reference model (and the QAT model of a QAT checkpoint), the parity images
 paper's way with the float model's outputs on them (computed once, shared by every format), the
 calibration images (built on first use, int8 only) and the golden-vector source. Data flows one way:
 ``prepare`` reads, ``export``/``bundle`` write, nothing here prints (pass ``log`` to hear progress).
+
+At 1024 px call :func:`keep_freed_memory` once, first (the command line does): glibc's default allocator
+page-faults every large activation in again on each forward, which doubled the time of a forward here
+(docs/design.md 4.11). It is not done on import, because it changes the whole process's allocator.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from .allocator import keep_freed_memory
 from .checkpoint import LoadedCheckpoint, load_checkpoint
 from .parity import Thresholds, default_thresholds
 from .pipeline import ExportOutcome, ReferenceOutputs
 from .samples import ImageSet, calibration_inputs, golden_source, image_sets_for, parity_inputs
 
-__all__ = ["Session", "prepare", "export", "bundle", "RecheckPlan", "plan_recheck", "recheck", "thresholds_for",
+__all__ = ["keep_freed_memory", "Session", "prepare", "export", "bundle", "RecheckPlan", "plan_recheck", "recheck", "thresholds_for",
            "QatResult", "qat", "TrainDemoResult", "train_demo", "PredictResult", "predict"]
 
 Log = Callable[[str], None]
