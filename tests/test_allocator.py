@@ -39,6 +39,7 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     applied, faults = _churn("")
     untouched, system_faults = _churn("system")
     assert applied and not untouched
-    # 20 x 64 MB = 20 x 16384 pages: glibc's default maps and unmaps each one; kept memory is reused
-    assert system_faults > 20 * 16384 * 0.9
+    # glibc's default maps and unmaps each 64 MB block: every one faults in again (16384 pages each here, fewer
+    # where transparent huge pages are always on); kept memory is reused
+    assert system_faults >= 20
     assert faults < 0.05 * system_faults
