@@ -78,7 +78,7 @@ def search_keep_float(
     """Greedy ``--keep-float auto``.
 
     ``evaluate(float_layers)`` -> a :class:`~..parity.ParityReport` of the model with those layers in
-    float; ``size_of(float_layers)`` -> its .ptl size in bytes; ``ranked``: ``(layer, benefit)`` in
+    float; ``size_of(float_layers)`` -> its artifact size in bytes; ``ranked``: ``(layer, benefit)`` in
     order of measured benefit (IoU recovered when that layer alone is float), best first. Adds layers
     until the gate passes, the next layer would exceed ``max_size``, or no remaining layer helps. A layer
     that lowers the mean IoU together with the ones already float is dropped again (recorded, not kept).
@@ -108,8 +108,8 @@ def search_keep_float(
             return result
         size = size_of(layers + [name])
         if size > max_size:
-            result.stop_reason = (f"keeping {name} float too would make the .ptl {size / 1e6:.2f} MB, over the "
-                                  f"{max_size / 1e6:.2f} MB budget (--max-size); the gate still fails")
+            result.stop_reason = (f"keeping {name} float too would make the artifact {size / 1e6:.2f} MB, over the "
+                                  f"{max_size / 1e6:.2f} MB budget; the gate still fails")
             return result
         best = result.final
         step = record(name, layers + [name], benefit, size)
@@ -267,7 +267,7 @@ class KeepFloat:
         if "auto" in layers or not layers:
             raise ValueError("--keep-float takes `auto` or a comma-separated list of layer names")
         if max_size is not None:
-            raise ValueError("--max-size applies to --keep-float auto")
+            raise ValueError("a size budget (max_size) applies to --keep-float auto only")
         return cls(layers=tuple(layers))
 
 
