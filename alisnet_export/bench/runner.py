@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..allocator import keep_freed_memory
 from ..errors import DataError, ExportError, OutputError
 from ..formats import bench_targets
 
@@ -384,8 +385,10 @@ def _machine(threads: int) -> dict[str, Any]:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
+    # every worker calls keep_freed_memory too (same environment, same C library): record what they run with
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "system": f"{platform.system()} {platform.machine()}",
-            "python": platform.python_version(), "torch": torch.__version__}
+            "python": platform.python_version(), "torch": torch.__version__,
+            "malloc_keeps_freed_memory": keep_freed_memory()}
 
 
 def run_bench(ckpt: Path, out_dir: Path, options: BenchOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -528,7 +531,10 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} thread(s) pinned; {m['system']}, Python {m['python']}, "
         f"torch {m['torch']}. Checkpoint: `{Path(results['checkpoint']['path']).name}` ({results['checkpoint']['variant']}). "
         f"Input {h}x{w} ({h} px height, 3:4 portrait; the paper runs at 1024). Median/p90 over {results['options']['runs']} runs after "
-        f"{results['options']['warmup']} warm-up, each artifact in a fresh process; peak memory = that process's peak RSS. "
+        f"{results['options']['warmup']} warm-up, each artifact in a fresh process"
+        + ("" if not m.get("malloc_keeps_freed_memory") else
+           " that keeps freed memory for reuse, as the command line does (docs/design.md 4.11)")
+        + "; peak memory = that process's peak RSS. "
         f"Benchmark wall time {results['bench_seconds'] / 60:.1f} min.",
         "",
     ]
@@ -642,4 +648,5 @@ if __name__ == "__main__":  # the worker: python -m alisnet_export.bench.runner 
     import warnings
 
     warnings.filterwarnings("ignore")
+    keep_freed_memory()  # as the command line's own process does: latency without re-faulting activations
     print(json.dumps(measure(json.loads(sys.argv[1]))))
