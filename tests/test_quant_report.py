@@ -55,6 +55,25 @@ def test_auto_search_keeps_mnasnet_within_the_papers_4_mb_and_drops_layers_that_
     assert "over the 4.00 MB budget" in record["stop_reason"] and "d" in record["stop_reason"]
 
 
+def test_auto_search_over_budget_from_the_start_measures_no_candidate():
+    """An all-int8 artifact already at or over the budget (the MnasNet testbed's .ptl is 4,012,045 B against the
+    paper's 4.0 MB): keeping a layer float only adds bytes, so no candidate is ranked or measured."""
+    evaluated = []
+
+    def evaluate(layers):
+        evaluated.append(tuple(layers))
+        return _Judged(0.98)
+
+    def layer_errors():
+        raise AssertionError("no candidate should be ranked")
+
+    result, record = keep_float.auto_search(evaluate, lambda layers: 4_012_045 + 90_000 * len(layers), layer_errors,
+                                            variant="alisnet_mnasnet", candidates=4)
+    assert evaluated == [()] and record["layers"] == [] and record["candidates"] == []
+    assert [s.added for s in result.steps] == [None]
+    assert "already 4.01 MB, not under the 4.00 MB budget" in record["stop_reason"]
+
+
 @pytest.fixture(scope="module")
 def demo():
     from alisnet_export.checkpoint import load_checkpoint

@@ -101,6 +101,10 @@ def search_keep_float(
     if step.passed:
         result.stop_reason = "the all-int8 model passes the parity gate; nothing kept float"
         return result
+    if step.size_bytes >= max_size:  # a layer kept float only adds bytes (4 per weight instead of 1)
+        result.stop_reason = (f"the all-int8 artifact is already {step.size_bytes / 1e6:.2f} MB, not under the "
+                              f"{max_size / 1e6:.2f} MB budget: no layer can stay float; the gate still fails")
+        return result
     for name, benefit in ranked:
         if benefit <= 0:
             result.stop_reason = (f"no remaining layer improves the mask on its own (next: {name}, "
@@ -166,7 +170,7 @@ def auto_search(
     baseline = evaluate_once([])
     ranked: list[tuple[str, float]] = []
     attributions: list[debug.LayerAttribution] = []
-    if not baseline.passed:
+    if not baseline.passed and int8_size < budget:  # at or over budget already: nothing to rank (search_keep_float)
         log(f"measuring the {candidates} layers of lowest isolated SQNR, one at a time in float")
         worst = debug.worst_layers(layer_errors(), candidates)
         attributions = debug.attribute_float_layers(worst, lambda layers, _name: evaluate_once(layers), baseline,
