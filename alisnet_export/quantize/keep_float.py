@@ -70,7 +70,7 @@ class SearchResult:
 def search_keep_float(
     evaluate: Callable[[list[str]], Any],
     size_of: Callable[[list[str]], int],
-    ranked: Sequence[tuple[str, float]],
+    rank: Callable[[], Sequence[tuple[str, float]]],
     *,
     max_size: int,
     log: Callable[[str], None] = lambda m: None,
@@ -78,8 +78,9 @@ def search_keep_float(
     """Greedy ``--keep-float auto``.
 
     ``evaluate(float_layers)`` -> a :class:`~..parity.ParityReport` of the model with those layers in
-    float; ``size_of(float_layers)`` -> its artifact size in bytes; ``ranked``: ``(layer, benefit)`` in
-    order of measured benefit (IoU recovered when that layer alone is float), best first. Adds layers
+    float; ``size_of(float_layers)`` -> its artifact size in bytes; ``rank()`` -> ``(layer, benefit)`` in
+    order of measured benefit (IoU recovered when that layer alone is float), best first: called once, and only
+    when the all-int8 model fails its gate and is under ``max_size`` (a layer kept float only adds bytes). Adds layers
     until the gate passes, the next layer would exceed ``max_size``, or no remaining layer helps. A layer
     that lowers the mean IoU together with the ones already float is dropped again (recorded, not kept).
     """
@@ -101,11 +102,11 @@ def search_keep_float(
     if step.passed:
         result.stop_reason = "the all-int8 model passes the parity gate; nothing kept float"
         return result
-    if step.size_bytes >= max_size:  # a layer kept float only adds bytes (4 per weight instead of 1)
+    if step.size_bytes >= max_size:  # a layer kept float only adds bytes (4 per weight instead of 1): nothing to rank
         result.stop_reason = (f"the all-int8 artifact is already {step.size_bytes / 1e6:.2f} MB, not under the "
                               f"{max_size / 1e6:.2f} MB budget: no layer can stay float; the gate still fails")
         return result
-    for name, benefit in ranked:
+    for name, benefit in rank():
         if benefit <= 0:
             result.stop_reason = (f"no remaining layer improves the mask on its own (next: {name}, "
                                   f"IoU {benefit:+.4f}); the gate still fails")
@@ -167,18 +168,18 @@ def auto_search(
 
     int8_size = size_once([])
     budget = max_size if max_size is not None else default_max_size(variant, int8_size)
-    baseline = evaluate_once([])
-    ranked: list[tuple[str, float]] = []
     attributions: list[debug.LayerAttribution] = []
-    if not baseline.passed and int8_size < budget:  # at or over budget already: nothing to rank (search_keep_float)
+
+    def rank() -> list[tuple[str, float]]:  # only where the search needs it (all int8 failing, under budget)
         log(f"measuring the {candidates} layers of lowest isolated SQNR, one at a time in float")
         worst = debug.worst_layers(layer_errors(), candidates)
-        attributions = debug.attribute_float_layers(worst, lambda layers, _name: evaluate_once(layers), baseline,
-                                                    progress=lambda n: log(f"  {n}"))
-        ranked = sorted(((a.name, a.iou_recovered) for a in attributions), key=lambda t: -t[1])
-    result = search_keep_float(evaluate_once, size_once, ranked, max_size=budget, log=log)
+        attributions.extend(debug.attribute_float_layers(worst, lambda layers, _name: evaluate_once(layers),
+                                                         evaluate_once([]), progress=lambda n: log(f"  {n}")))
+        return sorted(((a.name, a.iou_recovered) for a in attributions), key=lambda t: -t[1])
+
+    result = search_keep_float(evaluate_once, size_once, rank, max_size=budget, log=log)
     final = result.final
-    benefit = dict(ranked)
+    benefit = {a.name: a.iou_recovered for a in attributions}
     record = {
         "mode": "auto",
         "layers": final.float_layers,
