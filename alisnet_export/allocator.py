@@ -15,9 +15,10 @@ faults. The quantization report and the calibration passes run hundreds of such 
 
 The price: freed memory stays with the process until it exits, and the peak resident size can grow where freed
 blocks do not fit later requests (``quant-report`` at 1024 px for three targets: 13.1 -> 16.1 GB, until the one
-step that kept many ONNX Runtime arenas open was changed; see docs/design.md 4.11). The command line calls it at start and the test suite in ``tests/conftest.py``; a Python caller may call it
-once, early. ``ALISNET_EXPORT_MALLOC=system`` leaves the allocator as it is. Where the C library is not glibc
-(macOS, musl) it does nothing and says so by returning ``False``.
+step that kept many ONNX Runtime arenas open was changed; see docs/design.md 4.11). The command line calls it at
+start and the test suite in ``tests/conftest.py``; a Python caller may call it once, early.
+``ALISNET_EXPORT_MALLOC=system`` leaves the allocator as it is. Where the C library is not glibc (macOS, musl)
+it does nothing and says so by returning ``False``.
 """
 
 from __future__ import annotations
